@@ -1,0 +1,392 @@
+//! Building a submission: copy it (the learner's directory is never
+//! written to), detect how it builds, build it through the runner, and find
+//! each program the rubric names. A program that fails to build does not
+//! stop the others from being graded.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::hash::SKIPPED_DIRS;
+use crate::rubric::Rubric;
+use crate::runner::{self, Finished, Limits, RunRecord, Spec};
+
+/// Limits for build commands: compilers are big but finite.
+const BUILD_LIMITS: Limits = Limits {
+    cpu_secs: 900,
+    file_bytes: 4 << 30,
+    open_files: 4096,
+};
+
+/// How one program came out of the build.
+#[derive(Debug, Clone)]
+pub enum Program {
+    Built(PathBuf),
+    /// Not built: why, in a sentence, and the relevant compiler output.
+    Missing {
+        why: String,
+    },
+}
+
+/// Everything the build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// How the build was chosen ("make", "cargo", "cmake", "cc", "rubric").
+    pub method: String,
+    /// Every command that ran, in order.
+    pub runs: Vec<RunRecord>,
+    /// Program binary name -> outcome.
+    pub programs: BTreeMap<String, Program>,
+    /// Set when the sources target the Windows API only.
+    pub windows_only: Option<String>,
+    /// Set when the build could not run at all (a missing compiler, say):
+    /// the grader's problem, never the learner's.
+    pub grader_error: Option<String>,
+}
+
+impl BuildResult {
+    pub fn program(&self, name: &str) -> Option<&Path> {
+        match self.programs.get(name) {
+            Some(Program::Built(path)) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Copies `src` into `dst`: regular files and directories only (links are
+/// left out, so nothing in the copy points outside it), without version
+/// control data or earlier build output.
+pub fn copy_submission(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let to = dst.join(entry.file_name());
+        if kind.is_dir() {
+            if !SKIPPED_DIRS.iter().any(|s| entry.file_name() == *s) {
+                copy_submission(&entry.path(), &to)?;
+            }
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// The environment builds run in: a minimal one, plus what toolchains need
+/// to find themselves.
+pub fn build_env(home: &Path) -> Vec<(OsString, OsString)> {
+    let mut env = runner_env(home);
+    let real_home = std::env::var_os("HOME").unwrap_or_default();
+    for (key, default_dir) in [("CARGO_HOME", ".cargo"), ("RUSTUP_HOME", ".rustup")] {
+        let value = std::env::var_os(key)
+            .unwrap_or_else(|| Path::new(&real_home).join(default_dir).into_os_string());
+        env.push((key.into(), value));
+    }
+    // The grader's PATH, so the toolchain it was installed with is found.
+    if let Some(path) = std::env::var_os("PATH") {
+        env.retain(|(k, _)| k != "PATH");
+        env.push(("PATH".into(), path));
+    }
+    env
+}
+
+/// A clean environment for learner programs: no secrets, no tokens, no
+/// RUST_BACKTRACE, HOME inside the run.
+pub fn runner_env(home: &Path) -> Vec<(OsString, OsString)> {
+    vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), home.as_os_str().to_owned()),
+        ("TMPDIR".into(), home.as_os_str().to_owned()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ]
+}
+
+/// Builds the submission copied at `dir`, with `home` as its HOME.
+pub fn build(rubric: &Rubric, dir: &Path, home: &Path) -> BuildResult {
+    let names = [
+        rubric.programs.mapfile.binary.as_str(),
+        rubric.programs.writer.binary.as_str(),
+        rubric.programs.reader.binary.as_str(),
+    ];
+    let mut result = BuildResult {
+        method: String::new(),
+        runs: Vec::new(),
+        programs: BTreeMap::new(),
+        windows_only: windows_only(dir),
+        grader_error: None,
+    };
+    if result.windows_only.is_some() {
+        result.method = "none (Windows API)".into();
+        return result;
+    }
+    let search = search_dirs(rubric, dir);
+    // Whatever was handed in under a program's name is not trusted: the
+    // grader builds from the sources.
+    for d in &search {
+        for name in names {
+            let _ = std::fs::remove_file(d.join(name));
+        }
+    }
+    let env = build_env(home);
+    let timeout = rubric.build.timeout;
+    let mut step = |role: &str, argv: Vec<String>| -> Option<Finished> {
+        let spec = Spec {
+            role: role.to_string(),
+            program: PathBuf::from(&argv[0]),
+            args: argv[1..].to_vec(),
+            shown: argv,
+            dir: dir.to_path_buf(),
+            env: env.clone(),
+            held_stdin: false,
+            timeout,
+            limits: BUILD_LIMITS,
+        };
+        let finished = match runner::run(spec.clone()) {
+            Ok(finished) => finished,
+            Err(err) => {
+                result.runs.push(not_started(&spec, &err));
+                result
+                    .grader_error
+                    .get_or_insert_with(|| format!("could not run `{}`: {err}", spec.shown[0]));
+                return None;
+            }
+        };
+        result.runs.push(finished.record.clone());
+        Some(finished)
+    };
+
+    let mut cargo_bins = BTreeMap::new();
+    let mut failure_note = String::new();
+    if let Some(command) = &rubric.build.command {
+        result.method = "rubric".into();
+        if let Some(f) = step("build", command.clone()) {
+            failure_note = failure(&f);
+        }
+    } else if ["Makefile", "makefile", "GNUmakefile"]
+        .iter()
+        .any(|m| dir.join(m).is_file())
+    {
+        result.method = "make".into();
+        if let Some(f) = step("build", vec!["make".into()]) {
+            failure_note = failure(&f);
+        }
+    } else if dir.join("Cargo.toml").is_file() {
+        result.method = "cargo".into();
+        let argv = [
+            "cargo",
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ];
+        if let Some(f) = step("build", argv.map(String::from).to_vec()) {
+            failure_note = failure(&f);
+            cargo_bins = cargo_executables(&f.stdout.text());
+        }
+    } else if dir.join("CMakeLists.txt").is_file() {
+        result.method = "cmake".into();
+        let configure = [
+            "cmake",
+            "-S",
+            ".",
+            "-B",
+            "build",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ];
+        if let Some(f) = step("build", configure.map(String::from).to_vec()) {
+            failure_note = failure(&f);
+            if f.ending.success()
+                && let Some(f) = step(
+                    "build",
+                    ["cmake", "--build", "build"].map(String::from).to_vec(),
+                )
+            {
+                failure_note = failure(&f);
+            }
+        }
+    } else {
+        result.method = "cc".into();
+        for name in names {
+            let Some((source, cpp)) = find_source(dir, name) else {
+                result.programs.insert(
+                    name.to_string(),
+                    Program::Missing {
+                        why: format!("no {name}.c or {name}.cpp was handed in"),
+                    },
+                );
+                continue;
+            };
+            let compiler = if cpp {
+                &rubric.build.cxx
+            } else {
+                &rubric.build.cc
+            };
+            let mut argv = vec![compiler.clone()];
+            argv.extend(rubric.build.cflags.iter().cloned());
+            argv.extend(["-o".to_string(), name.to_string(), source]);
+            argv.extend(rubric.build.libs.iter().cloned());
+            let finished = step(name, argv);
+            if let Some(f) = finished
+                && !f.ending.success()
+            {
+                result.programs.insert(
+                    name.to_string(),
+                    Program::Missing {
+                        why: format!("{name} did not compile ({})", f.ending.describe()),
+                    },
+                );
+            }
+        }
+    }
+
+    for name in names {
+        if result.programs.contains_key(name) {
+            continue;
+        }
+        let found = cargo_bins
+            .get(name)
+            .cloned()
+            .filter(|p: &PathBuf| p.is_file())
+            .or_else(|| {
+                search
+                    .iter()
+                    .map(|d| d.join(name))
+                    .find(|p| is_executable(p))
+            });
+        let outcome = match found {
+            Some(path) => Program::Built(path),
+            None if !failure_note.is_empty() => Program::Missing {
+                why: format!("the build failed ({failure_note}) and produced no {name}"),
+            },
+            None => Program::Missing {
+                why: format!("the build produced no program named {name}"),
+            },
+        };
+        result.programs.insert(name.to_string(), outcome);
+    }
+    result
+}
+
+fn failure(f: &Finished) -> String {
+    if f.ending.success() {
+        String::new()
+    } else {
+        f.ending.describe()
+    }
+}
+
+fn not_started(spec: &Spec, err: &std::io::Error) -> RunRecord {
+    RunRecord {
+        role: spec.role.clone(),
+        argv: spec.shown.clone(),
+        exit: runner::ExitRecord {
+            code: None,
+            signal: None,
+            timeout: false,
+            stopped_by_grader: false,
+        },
+        stdout: runner::StreamRecord {
+            excerpt: String::new(),
+            total_bytes: 0,
+        },
+        stderr: runner::StreamRecord {
+            excerpt: format!("could not start {}: {err}", spec.shown[0]),
+            total_bytes: 0,
+        },
+        wall_ms: 0,
+        peak_rss_kib: None,
+        left_behind: 0,
+    }
+}
+
+/// Where built programs are looked for, in order.
+fn search_dirs(rubric: &Rubric, dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![
+        dir.to_path_buf(),
+        dir.join("bin"),
+        dir.join("build"),
+        dir.join("target/release"),
+    ];
+    dirs.extend(rubric.build.binaries.iter().map(|b| dir.join(b)));
+    dirs
+}
+
+/// PROGRAM.c, .cpp or .cc, at the top or in src/.
+fn find_source(dir: &Path, name: &str) -> Option<(String, bool)> {
+    for sub in ["", "src/"] {
+        for (ext, cpp) in [("c", false), ("cpp", true), ("cc", true), ("cxx", true)] {
+            let rel = format!("{sub}{name}.{ext}");
+            if dir.join(&rel).is_file() {
+                return Some((rel, cpp));
+            }
+        }
+    }
+    None
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Binary name -> path, from `cargo build --message-format=json`.
+fn cargo_executables(stdout: &str) -> BTreeMap<String, PathBuf> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter_map(|m| {
+            let name = m["target"]["name"].as_str()?.to_string();
+            let exe = m["executable"].as_str()?;
+            Some((name, PathBuf::from(exe)))
+        })
+        .collect()
+}
+
+/// C or C++ sources written for Windows only: they include windows.h and
+/// never sys/mman.h. Returns the files, for the report.
+fn windows_only(dir: &Path) -> Option<String> {
+    let mut windows = Vec::new();
+    let mut posix = false;
+    visit_sources(dir, dir, &mut |rel, text| {
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("<windows.h>") || lower.contains("\"windows.h\"") {
+            windows.push(rel.to_string());
+        }
+        if lower.contains("<sys/mman.h>") {
+            posix = true;
+        }
+    });
+    (!windows.is_empty() && !posix).then(|| windows.join(", "))
+}
+
+fn visit_sources(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &str)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if !SKIPPED_DIRS.iter().any(|s| entry.file_name() == *s) {
+                visit_sources(root, &path, f);
+            }
+        } else if kind.is_file()
+            && path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["c", "cc", "cpp", "cxx", "h", "hpp"].contains(&e))
+            && let Ok(text) = std::fs::read_to_string(&path)
+        {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            f(&rel, &text);
+        }
+    }
+}

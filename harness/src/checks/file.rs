@@ -1,0 +1,241 @@
+//! Exercise 1: mapfile, judged from one run in an empty directory and from
+//! datafile.bin as the grader reads it afterwards.
+
+use super::{Verdict, bounded, ending_hint, ending_summary, escaped, has_line};
+use crate::experiments::{self, FileSeen, GraderError};
+use crate::rubric::fill;
+use crate::session::Session;
+
+fn expected_line(session: &Session) -> String {
+    let f = &session.rubric.file;
+    fill(&f.line, "", f.size, &f.message)
+}
+
+/// `file.runs`: exit 0 in time, without a signal.
+pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
+    let out = experiments::mapfile(session)?;
+    let run = &out.run;
+    let runs = vec![run.record.clone()];
+    let timeout = session.rubric.programs.mapfile.timeout;
+    if run.ending.success() {
+        return Ok(Verdict::pass(format!("exited 0 after {} ms", run.record.wall_ms)).runs(runs));
+    }
+    let mut hint = ending_hint(run.ending, "mapfile");
+    if hint.is_none() && !run.stderr.text().trim().is_empty() {
+        hint = Some("it reported an error on stderr (shown above): a system call failed".into());
+    }
+    Ok(
+        Verdict::fail(format!("mapfile ended with {}", run.ending.describe()))
+            .expected(format!(
+                "exit 0 within {}",
+                humantime::format_duration(timeout)
+            ))
+            .observed(ending_summary(run))
+            .maybe_hint(hint)
+            .runs(runs),
+    )
+}
+
+/// `file.output`: the required line on stdout.
+pub fn output(session: &mut Session) -> Result<Verdict, GraderError> {
+    let out = experiments::mapfile(session)?;
+    let line = expected_line(session);
+    let stdout = out.run.stdout.text();
+    let runs = vec![out.run.record.clone()];
+    let mode = session.rubric.output.mode;
+    let message = &session.rubric.file.message;
+    if has_line(&stdout, &line, mode, message) {
+        return Ok(Verdict::pass("printed the line").runs(runs));
+    }
+    let stderr = out.run.stderr.text();
+    let hint = if has_line(&stderr, &line, mode, message) {
+        "the line went to stderr; print it on stdout".to_string()
+    } else if stdout.contains(message.as_str()) {
+        format!("the message is there, but the line must read exactly: {line}")
+    } else if stdout.contains(&line[..line.len().min(20)]) {
+        "the label is there but not the message: print the text read back from the mapping"
+            .to_string()
+    } else {
+        format!("print this line, read back through the mapping: {line}")
+    };
+    Ok(Verdict::fail("the required line is missing from stdout")
+        .expected(line)
+        .observed(bounded(&stdout))
+        .hint(hint)
+        .runs(runs))
+}
+
+/// `file.contents`: datafile.bin as the grader reads it.
+pub fn contents(session: &mut Session) -> Result<Verdict, GraderError> {
+    let out = experiments::mapfile(session)?;
+    let f = &session.rubric.file;
+    let runs = vec![out.run.record.clone()];
+    let expected = format!(
+        "{} of exactly {} bytes: {} and a NUL at offset 0, zeros after",
+        f.name,
+        f.size,
+        escaped(f.message.as_bytes())
+    );
+    let (size, bytes) = match &out.file {
+        FileSeen::Missing { others } => {
+            let observed = if others.is_empty() {
+                "mapfile left its working directory empty".to_string()
+            } else {
+                format!("no {}; the directory held: {}", f.name, others.join(", "))
+            };
+            return Ok(Verdict::fail(format!("no {} after mapfile ran", f.name))
+                .expected(expected)
+                .observed(observed)
+                .hint(format!(
+                    "create {} in the working directory (O_CREAT), with this exact name",
+                    f.name
+                ))
+                .runs(runs));
+        }
+        FileSeen::Present { size, bytes } => (*size, bytes),
+    };
+    if size != f.size {
+        let hint = if size == 0 {
+            "the file is empty: give it its size with ftruncate(fd, 1024) before mmap".to_string()
+        } else {
+            format!(
+                "size it with ftruncate(fd, {}) before mmap, and nothing else",
+                f.size
+            )
+        };
+        return Ok(
+            Verdict::fail(format!("{} is {size} bytes, not {}", f.name, f.size))
+                .expected(expected)
+                .observed(format!(
+                    "{size} bytes, starting {}",
+                    escaped(&bytes[..bytes.len().min(40)])
+                ))
+                .hint(hint)
+                .runs(runs),
+        );
+    }
+    let message = f.message.as_bytes();
+    let n = message.len();
+    if bytes.len() < n || &bytes[..n] != message {
+        let hint = if bytes.iter().all(|&b| b == 0) {
+            "the file is all zeros: the message never reached it; map it MAP_SHARED, so stores go to the file".to_string()
+        } else {
+            "write the message at offset 0 of the mapping".to_string()
+        };
+        return Ok(Verdict::fail("the message is not at offset 0")
+            .expected(expected)
+            .observed(format!(
+                "starts {}",
+                escaped(&bytes[..bytes.len().min(n + 8)])
+            ))
+            .hint(hint)
+            .runs(runs));
+    }
+    if let Some(pos) = bytes[n..].iter().position(|&b| b != 0) {
+        let at = n + pos;
+        let what = if pos == 0 {
+            "no NUL after the message".to_string()
+        } else {
+            format!("a non-zero byte at offset {at}")
+        };
+        return Ok(Verdict::fail(what)
+            .expected(expected)
+            .observed(format!("from offset {n}: {}", escaped(&bytes[n..(at + 12).min(bytes.len())])))
+            .hint("copy the message with its NUL (strcpy, or memcpy of strlen + 1) and leave the rest of the file untouched")
+            .runs(runs));
+    }
+    Ok(Verdict::pass(format!("{} bytes: the message, a NUL, then zeros", f.size)).runs(runs))
+}
+
+/// `file.uses_mmap`: the message went in and came back through mappings.
+pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
+    if let Some(why) = session.tracer.unavailable_reason() {
+        return Ok(Verdict::unavailable(format!(
+            "system calls cannot be watched here ({why})"
+        )));
+    }
+    let out = experiments::mapfile(session)?;
+    let runs = vec![out.run.record.clone()];
+    let Some(trace) = &out.trace else {
+        return Ok(Verdict::error("the trace of mapfile could not be read"));
+    };
+    let suffix = format!("/{}", session.rubric.file.name);
+    let is_file = |p: &str| p.ends_with(&suffix);
+    let maps = trace.mmaps(&is_file);
+    let read = trace.bytes_read(&is_file);
+    let writes = trace.writes(&is_file);
+    let probe = escape_for_trace(&session.rubric.file.message);
+    let wrote_message = writes.iter().any(|(data, _)| data.contains(&probe));
+    let observed = format!(
+        "mmap of {}: {}; bytes read with read(): {read}; writes: {}",
+        session.rubric.file.name,
+        describe_maps(&maps),
+        writes.len()
+    );
+    let expected = "a MAP_SHARED, writable mapping that the message is stored through, and the message read back from a mapping, with no read() or write() of it".to_string();
+    let fail = |message: &str, hint: &str| {
+        Ok(Verdict::fail(message)
+            .expected(expected.clone())
+            .observed(observed.clone())
+            .hint(hint)
+            .runs(runs.clone()))
+    };
+    if wrote_message {
+        return fail(
+            "the message was written with write(), not through a mapping",
+            "store the message into the mapped memory (strcpy into the pointer mmap returned); fwrite/fprintf/write go around the mapping",
+        );
+    }
+    if !maps.iter().any(|m| m.shared && m.writable) {
+        if maps.iter().any(|m| m.writable) {
+            return fail(
+                "the file was mapped MAP_PRIVATE",
+                "MAP_PRIVATE stores stay in a private copy and never reach the file; use MAP_SHARED",
+            );
+        }
+        return fail(
+            "the file was never mapped writable and shared",
+            "map it with PROT_READ|PROT_WRITE and MAP_SHARED",
+        );
+    }
+    if read > 0 {
+        return fail(
+            "the file was read back with read(), not through a mapping",
+            "map the file again (PROT_READ) and print from the mapped memory instead of read()/fread()",
+        );
+    }
+    Ok(Verdict::pass(format!(
+        "mapped shared and writable; {}",
+        describe_maps(&maps)
+    ))
+    .runs(runs))
+}
+
+/// The start of `message` as strace prints it (escaped, cut at 64).
+pub fn escape_for_trace(message: &str) -> String {
+    let head: String = message.chars().take(24).collect();
+    head.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+pub fn describe_maps(maps: &[crate::observe::trace::Mapping]) -> String {
+    if maps.is_empty() {
+        return "none".to_string();
+    }
+    maps.iter()
+        .map(|m| {
+            let prot = match (m.readable, m.writable) {
+                (true, true) => "PROT_READ|PROT_WRITE",
+                (false, true) => "PROT_WRITE",
+                (true, false) => "PROT_READ",
+                (false, false) => "PROT_NONE",
+            };
+            let kind = if m.shared {
+                "MAP_SHARED"
+            } else {
+                "MAP_PRIVATE"
+            };
+            format!("{} bytes {prot} {kind}", m.len)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,274 @@
+//! The checks: each one small, judging one thing from an experiment, and
+//! explaining itself — what was expected, what was observed, and a hint
+//! grounded in the observation.
+
+mod build;
+mod file;
+mod shm;
+
+use crate::experiments::GraderError;
+use crate::rubric::{CheckConfig, Kind, MatchMode, Rubric};
+use crate::runner::{Ending, Finished, RunRecord, SIGBUS, SIGSEGV, SIGXCPU, SIGXFSZ, excerpt};
+use crate::session::Session;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Passed,
+    Failed,
+    Skipped,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// A check's judgement.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub status: Status,
+    /// The share of the points earned, 0 to 1.
+    pub fraction: f64,
+    pub message: String,
+    pub expected: Option<String>,
+    pub observed: Option<String>,
+    pub hint: Option<String>,
+    pub skipped_because: Option<String>,
+    /// Skipped because this environment cannot run it (not the learner's
+    /// fault): taken out of the maximum, like an error.
+    pub environment: bool,
+    pub runs: Vec<RunRecord>,
+}
+
+impl Verdict {
+    fn new(status: Status, fraction: f64, message: impl Into<String>) -> Verdict {
+        Verdict {
+            status,
+            fraction,
+            message: message.into(),
+            expected: None,
+            observed: None,
+            hint: None,
+            skipped_because: None,
+            environment: false,
+            runs: Vec::new(),
+        }
+    }
+
+    pub fn pass(message: impl Into<String>) -> Verdict {
+        Verdict::new(Status::Passed, 1.0, message)
+    }
+
+    pub fn fail(message: impl Into<String>) -> Verdict {
+        Verdict::new(Status::Failed, 0.0, message)
+    }
+
+    /// The grader itself failed: never charged to the learner.
+    pub fn error(message: impl Into<String>) -> Verdict {
+        Verdict::new(Status::Error, 0.0, message)
+    }
+
+    /// A prerequisite failed: the check scores 0 of its points.
+    pub fn skipped(because: impl Into<String>) -> Verdict {
+        let because = because.into();
+        let mut v = Verdict::new(Status::Skipped, 0.0, format!("not run: {because}"));
+        v.skipped_because = Some(because);
+        v
+    }
+
+    /// This environment cannot run the check: out of the maximum.
+    pub fn unavailable(because: impl Into<String>) -> Verdict {
+        let mut v = Verdict::skipped(because);
+        v.environment = true;
+        v
+    }
+
+    pub fn expected(mut self, text: impl Into<String>) -> Verdict {
+        self.expected = Some(text.into());
+        self
+    }
+
+    pub fn observed(mut self, text: impl Into<String>) -> Verdict {
+        self.observed = Some(text.into());
+        self
+    }
+
+    pub fn hint(mut self, text: impl Into<String>) -> Verdict {
+        self.hint = Some(text.into());
+        self
+    }
+
+    pub fn maybe_hint(mut self, text: Option<String>) -> Verdict {
+        self.hint = text;
+        self
+    }
+
+    pub fn runs(mut self, runs: Vec<RunRecord>) -> Verdict {
+        self.runs = runs;
+        self
+    }
+}
+
+impl From<GraderError> for Verdict {
+    fn from(err: GraderError) -> Verdict {
+        Verdict::error(format!("the grader could not run this check: {}", err.0))
+    }
+}
+
+/// The programs a kind of check runs, by the rubric's binary names.
+pub fn programs_needed(kind: Kind, rubric: &Rubric) -> Vec<&str> {
+    let p = &rubric.programs;
+    match kind {
+        Kind::Build => vec![],
+        Kind::FileRuns | Kind::FileOutput | Kind::FileContents | Kind::FileUsesMmap => {
+            vec![&p.mapfile.binary]
+        }
+        Kind::ShmObserved | Kind::ShmWriterInterop => vec![&p.writer.binary],
+        Kind::ShmReaderInterop | Kind::ShmNoWriter => vec![&p.reader.binary],
+        Kind::ShmHandoff
+        | Kind::ShmCleanup
+        | Kind::ShmRepeat
+        | Kind::ShmUsesMmap
+        | Kind::ShmLarge => {
+            vec![&p.writer.binary, &p.reader.binary]
+        }
+    }
+}
+
+/// Runs one check.
+pub fn run(session: &mut Session, check: &CheckConfig) -> Verdict {
+    let result = match check.kind() {
+        Kind::Build => Ok(build::build(session)),
+        Kind::FileRuns => file::runs(session),
+        Kind::FileOutput => file::output(session),
+        Kind::FileContents => file::contents(session),
+        Kind::FileUsesMmap => file::uses_mmap(session),
+        Kind::ShmObserved => shm::observed(session),
+        Kind::ShmHandoff => shm::handoff(session),
+        Kind::ShmWriterInterop => shm::writer_interop(session),
+        Kind::ShmReaderInterop => shm::reader_interop(session),
+        Kind::ShmNoWriter => shm::no_writer(session, check),
+        Kind::ShmCleanup => shm::cleanup(session),
+        Kind::ShmRepeat => shm::repeat(session, check),
+        Kind::ShmUsesMmap => shm::uses_mmap(session),
+        Kind::ShmLarge => shm::large(session, check),
+    };
+    result.unwrap_or_else(Verdict::from)
+}
+
+// ------------------------------------------------------------ shared helpers
+
+/// How a program is expected to print a required line, and whether it did.
+pub fn has_line(stdout: &str, expected: &str, mode: MatchMode, message: &str) -> bool {
+    let clean = |l: &str| l.trim_end_matches(['\r', '\0', ' ']).to_string();
+    match mode {
+        MatchMode::Line => stdout.lines().any(|l| clean(l) == expected),
+        MatchMode::Substring => stdout.lines().any(|l| clean(l).contains(expected)),
+        MatchMode::Regex => {
+            // The template is a pattern with {message} as literal text.
+            let pattern = expected.replace(message, &regex::escape(message));
+            regex::Regex::new(&pattern)
+                .is_ok_and(|re| stdout.lines().any(|l| re.is_match(&clean(l))))
+        }
+    }
+}
+
+/// The first lines of some output, bounded, for "observed".
+pub fn bounded(text: &str) -> String {
+    const LINES: usize = 8;
+    const CHARS: usize = 600;
+    if text.trim().is_empty() {
+        return "nothing".to_string();
+    }
+    let mut out = text.lines().take(LINES).collect::<Vec<_>>().join("\n");
+    let more = text.lines().count() > LINES;
+    let cut = out.len() > CHARS;
+    if cut {
+        out = excerpt(out.as_bytes(), CHARS);
+    }
+    if more && !cut {
+        out.push_str("\n[...]");
+    }
+    out
+}
+
+/// Bytes shown as C would write them: printable text, \0, \xNN.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in bytes {
+        match b {
+            0 => out.push_str("\\0"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    format!("\"{out}\"")
+}
+
+/// A run's ending and what it said on stderr, in one line.
+pub fn ending_summary(run: &Finished) -> String {
+    let mut text = run.ending.describe();
+    let stderr = run.stderr.text();
+    if let Some(first) = stderr.lines().find(|l| !l.trim().is_empty()) {
+        text.push_str(&format!("; stderr: {}", first.trim()));
+    }
+    text
+}
+
+/// A hint grounded in how a program ended, if the ending explains itself.
+pub fn ending_hint(ending: Ending, what: &str) -> Option<String> {
+    match ending {
+        Ending::Signalled(SIGBUS) => Some(format!(
+            "SIGBUS: {what} touched a mapping past the end of its file or region; size it with ftruncate before mmap"
+        )),
+        Ending::Signalled(SIGSEGV) => Some(
+            "a segmentation fault: check every call's result (mmap returns MAP_FAILED, not NULL, when it fails)".into(),
+        ),
+        Ending::Signalled(SIGXCPU) => Some("it used up its CPU time: look for an endless loop".into()),
+        Ending::Signalled(SIGXFSZ) => Some("it wrote a file past the size limit".into()),
+        Ending::TimedOut => Some(format!("{what} was still running at its deadline: it must not wait for input or loop")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_match_whole_with_trailing_noise_ignored() {
+        let out = "hello\nData: x \r\nbye\n";
+        assert!(has_line(out, "Data: x", MatchMode::Line, "x"));
+        assert!(!has_line(out, "Data:", MatchMode::Line, "x"));
+        assert!(has_line(out, "Data:", MatchMode::Substring, "x"));
+        assert!(has_line(
+            "Data: x.y\n",
+            "^Data: x.y$",
+            MatchMode::Regex,
+            "x.y"
+        ));
+        assert!(!has_line(
+            "Data: xzy\n",
+            "^Data: x.y$",
+            MatchMode::Regex,
+            "x.y"
+        ));
+        assert!(has_line("Data: x\0\0\n", "Data: x", MatchMode::Line, "x"));
+    }
+
+    #[test]
+    fn bytes_are_shown_escaped() {
+        assert_eq!(escaped(b"Hi\0\xff"), "\"Hi\\0\\xff\"");
+    }
+}

@@ -1,0 +1,139 @@
+//! The command line: `labgrade grade`, and the hidden reference programs.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mmap_lab::contract::SHM_MESSAGE;
+use mmap_lab::error::finish;
+use mmap_lab::{RegionArgs, reader, writer};
+
+use crate::grade::{self, Options};
+use crate::report::{Format, Human, Json};
+use crate::rubric::Rubric;
+
+#[derive(Parser)]
+#[command(
+    name = "labgrade",
+    version,
+    about = "Grades the memory-mapped files and shared memory lab (Module 03b)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a submission, run its programs, check what they did, score it.
+    Grade(GradeArgs),
+    /// The reference programs, run as peers of a learner's.
+    #[command(hide = true, subcommand)]
+    Ref(RefCmd),
+}
+
+#[derive(clap::Args)]
+struct GradeArgs {
+    /// The directory holding the submission's sources.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// The rubric (default: the built-in grading.toml). A grading.toml
+    /// inside the submission is never used unless named here.
+    #[arg(long, value_name = "FILE")]
+    rubric: Option<PathBuf>,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    format: OutputFormat,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Run only these checks (and the checks they need).
+    #[arg(long, value_name = "CHECK", num_args = 1..)]
+    only: Vec<String>,
+    /// Include checks the rubric hides from learners.
+    #[arg(long)]
+    show_hidden: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum RefCmd {
+    /// The reference shm_writer: [NAME [SIZE]] --message TEXT.
+    Writer {
+        args: Vec<String>,
+        #[arg(long, default_value = SHM_MESSAGE)]
+        message: String,
+    },
+    /// The reference shm_reader: [NAME [SIZE]].
+    Reader { args: Vec<String> },
+}
+
+pub fn main() -> ExitCode {
+    match Cli::parse().command {
+        Cmd::Grade(args) => grade_command(args),
+        Cmd::Ref(RefCmd::Writer { args, message }) => finish(
+            "reference shm_writer",
+            RegionArgs::parse(args, &message).and_then(|args| {
+                writer::run(
+                    &args,
+                    &message,
+                    &mut std::io::stdin().lock(),
+                    &mut std::io::stdout(),
+                )
+            }),
+        ),
+        Cmd::Ref(RefCmd::Reader { args }) => finish(
+            "reference shm_reader",
+            RegionArgs::parse(args, SHM_MESSAGE)
+                .and_then(|args| reader::run(&args, &mut std::io::stdout())),
+        ),
+    }
+}
+
+/// Exit 2 with a message on stderr: nothing could be graded.
+fn cannot(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("labgrade: {message}");
+    ExitCode::from(2)
+}
+
+fn grade_command(args: GradeArgs) -> ExitCode {
+    let rubric = match &args.rubric {
+        Some(path) => match Rubric::load(path) {
+            Ok(r) => r,
+            Err(e) => return cannot(format!("bad rubric: {e}")),
+        },
+        None => Rubric::default_rubric(),
+    };
+    let options = Options {
+        only: args.only,
+        show_hidden: args.show_hidden,
+    };
+    let report = match grade::grade(&args.dir, &rubric, &options) {
+        Ok(report) => report,
+        Err(e) => return cannot(e),
+    };
+    let format: &dyn Format = match args.format {
+        OutputFormat::Human => &Human,
+        OutputFormat::Json => &Json,
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::File::create(path).and_then(|mut f| {
+            format.write(&report, &mut f)?;
+            f.flush()
+        }),
+        None => {
+            let mut out = anstream::stdout().lock();
+            format.write(&report, &mut out).and_then(|_| out.flush())
+        }
+    };
+    if let Err(e) = written {
+        return cannot(format!("cannot write the report: {e}"));
+    }
+    ExitCode::from(report.exit_code())
+}

@@ -1,0 +1,150 @@
+//! `labgrade grade`, the whole pipeline for one submission:
+//! copy -> build -> run and observe (session, experiments) -> judge -> report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::build::{self, Program};
+use crate::checks::Status;
+use crate::hash::{seed, tree_sha256};
+use crate::judge;
+use crate::observe::trace::Tracer;
+use crate::report::{
+    BuildInfo, CheckReport, GraderInfo, IsolationInfo, PlatformInfo, ProgramInfo, Report,
+    RubricInfo, SCHEMA_VERSION, SubmissionInfo,
+};
+use crate::rubric::Rubric;
+use crate::session::Session;
+
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Run only these checks (and what they need); report only these.
+    pub only: Vec<String>,
+    /// Show checks the rubric hides from learners.
+    pub show_hidden: bool,
+}
+
+/// Grades the submission in `dir`. An `Err` means nothing could be graded
+/// (no such directory, a check id that does not exist): a usage error.
+pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, String> {
+    let started = Instant::now();
+    if !dir.is_dir() {
+        return Err(format!(
+            "{}: no such directory (give the directory holding the submission's sources)",
+            dir.display()
+        ));
+    }
+    let (to_run, to_report) = judge::selection(rubric, &options.only)?;
+    let submission_sha =
+        tree_sha256(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+
+    let run_dir = tempfile::Builder::new()
+        .prefix("labgrade-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a working directory: {e}"))?;
+    let src = run_dir.path().join("submission");
+    let home = run_dir.path().join("home");
+    std::fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
+    build::copy_submission(dir, &src).map_err(|e| format!("cannot copy {}: {e}", dir.display()))?;
+
+    let built = build::build(rubric, &src, &home);
+    let build_info = BuildInfo {
+        method: built.method.clone(),
+        programs: built
+            .programs
+            .iter()
+            .map(|(name, p)| {
+                let info = match p {
+                    Program::Built(_) => ProgramInfo {
+                        built: true,
+                        why: None,
+                    },
+                    Program::Missing { why } => ProgramInfo {
+                        built: false,
+                        why: Some(why.clone()),
+                    },
+                };
+                (name.clone(), info)
+            })
+            .collect::<BTreeMap<_, _>>(),
+    };
+    let error = built
+        .windows_only
+        .as_ref()
+        .map(|files| format!("written against the Windows API ({files}); Windows submissions cannot be graded here yet"));
+
+    let mut session = Session::new(
+        rubric,
+        built,
+        run_dir.path().to_path_buf(),
+        Tracer::probe(),
+        seed(&submission_sha, &rubric.sha256),
+    );
+    let judged = judge::judge(&mut session, &to_run);
+
+    let mut checks = Vec::new();
+    let mut hidden = 0;
+    let mut complete = error.is_none();
+    for j in judged
+        .into_iter()
+        .filter(|j| to_report.contains(j.check.id()))
+    {
+        if j.check.hidden && !options.show_hidden {
+            hidden += 1;
+            continue;
+        }
+        let v = j.verdict;
+        complete &= v.status != Status::Error && !v.environment;
+        checks.push(CheckReport {
+            id: j.check.id().to_string(),
+            name: j.check.name.clone(),
+            status: v.status.as_str(),
+            score: j.score,
+            max_score: j.max_score,
+            message: v.message,
+            expected: v.expected,
+            observed: v.observed,
+            hint: v.hint,
+            skipped_because: v.skipped_because,
+            hidden: j.check.hidden,
+            duration_ms: j.duration_ms,
+            runs: v.runs,
+        });
+    }
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        grader: GraderInfo {
+            name: "labgrade".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        rubric: RubricInfo {
+            origin: rubric.origin.clone(),
+            title: rubric.title.clone(),
+            sha256: rubric.sha256.clone(),
+        },
+        submission: SubmissionInfo {
+            path: dir.display().to_string(),
+            sha256: submission_sha,
+        },
+        platform: PlatformInfo {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+        },
+        isolation: IsolationInfo {
+            level: "minimal".into(),
+            degraded: true,
+            notes: vec![
+                "no sandbox: process groups, limits and a lock per region name only".into(),
+            ],
+        },
+        score: checks.iter().map(|c| c.score).sum(),
+        max_score: checks.iter().map(|c| c.max_score).sum(),
+        complete,
+        error,
+        build: build_info,
+        checks,
+        hidden_checks: hidden,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}

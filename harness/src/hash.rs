@@ -1,0 +1,59 @@
+//! Content hashes: what identifies a rubric and a submission in a report,
+//! and what seeds the grader's randomness so a regrade gives the same report.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hash of a directory tree: every regular file's relative path and bytes,
+/// in sorted order, so the same sources give the same hash anywhere.
+/// Build output and version-control data (`target/`, `.git/`) are
+/// left out.
+pub fn tree_sha256(root: &Path) -> std::io::Result<String> {
+    let mut files = Vec::new();
+    collect(root, root, &mut files)?;
+    files.sort();
+    let mut hasher = Sha256::new();
+    for rel in files {
+        let bytes = std::fs::read(root.join(&rel))?;
+        hasher.update(rel.as_bytes());
+        hasher.update([0]);
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Directories never part of what a learner wrote.
+pub const SKIPPED_DIRS: &[&str] = &[".git", "target"];
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if kind.is_dir() {
+            if !SKIPPED_DIRS.iter().any(|s| entry.file_name() == *s) {
+                collect(root, &path, out)?;
+            }
+        } else if kind.is_file() {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// A seed for the grader's randomness from the two hashes.
+pub fn seed(submission_sha: &str, rubric_sha: &str) -> u64 {
+    let digest = Sha256::digest(format!("{submission_sha}:{rubric_sha}").as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().unwrap())
+}

@@ -1,0 +1,136 @@
+//! Judging: the rubric's checks in order, each run only when what it needs
+//! passed and the programs it runs were built, scored by the rubric.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use crate::checks::{self, Status, Verdict};
+use crate::rubric::{CheckConfig, Rubric};
+use crate::session::Session;
+
+/// A check's verdict, with its score.
+pub struct Judged<'r> {
+    pub check: &'r CheckConfig,
+    pub verdict: Verdict,
+    pub score: f64,
+    pub max_score: f64,
+    pub duration_ms: u64,
+}
+
+/// The checks to run for `only` (empty: all): those named and what they
+/// need, transitively. Returns (run, report) sets of ids.
+pub fn selection(
+    rubric: &Rubric,
+    only: &[String],
+) -> Result<(HashSet<String>, HashSet<String>), String> {
+    let all: HashMap<&str, &CheckConfig> = rubric.checks.iter().map(|c| (c.id(), c)).collect();
+    if only.is_empty() {
+        let ids: HashSet<String> = all.keys().map(|k| k.to_string()).collect();
+        return Ok((ids.clone(), ids));
+    }
+    let mut run = HashSet::new();
+    let mut todo: Vec<String> = Vec::new();
+    for id in only {
+        if !all.contains_key(id.as_str()) {
+            let mut known: Vec<&str> = rubric.checks.iter().map(|c| c.id()).collect();
+            known.sort();
+            return Err(format!(
+                "no check {id:?} in the rubric; its checks are: {}",
+                known.join(", ")
+            ));
+        }
+        todo.push(id.clone());
+    }
+    while let Some(id) = todo.pop() {
+        if run.insert(id.clone()) {
+            todo.extend(all[id.as_str()].needs().map(String::from));
+        }
+    }
+    Ok((run, only.iter().cloned().collect()))
+}
+
+/// Runs the selected checks in rubric order.
+pub fn judge<'r>(session: &mut Session<'r>, run: &HashSet<String>) -> Vec<Judged<'r>> {
+    let rubric = session.rubric;
+    let mut done: HashMap<&str, (Status, bool)> = HashMap::new();
+    let mut judged = Vec::new();
+    for check in &rubric.checks {
+        if !run.contains(check.id()) {
+            continue;
+        }
+        let started = Instant::now();
+        let verdict = verdict_for(session, check, &done);
+        let out_of_max = verdict.status == Status::Error || verdict.environment;
+        done.insert(check.id(), (verdict.status, out_of_max));
+        let max_score = if out_of_max { 0.0 } else { check.points() };
+        let score = if out_of_max {
+            0.0
+        } else {
+            check.points() * verdict.fraction
+        };
+        judged.push(Judged {
+            check,
+            verdict,
+            score,
+            max_score,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    judged
+}
+
+/// `done`: each check run so far, with whether it was taken out of the
+/// maximum (an error, or not runnable here): what needs such a check is not
+/// charged to the learner either.
+fn verdict_for(
+    session: &mut Session,
+    check: &CheckConfig,
+    done: &HashMap<&str, (Status, bool)>,
+) -> Verdict {
+    if let Some(files) = &session.build.windows_only {
+        return Verdict::error(format!(
+            "this submission is written against the Windows API ({files}); it cannot be built or run here yet"
+        ));
+    }
+    for need in check.needs() {
+        match done.get(need) {
+            Some((Status::Passed, _)) => {}
+            Some((status, true)) => {
+                return Verdict::unavailable(format!("needs {need}, which {}", past(*status)));
+            }
+            Some((status, false)) => {
+                return Verdict::skipped(format!("needs {need}, which {}", past(*status)));
+            }
+            None => return Verdict::skipped(format!("needs {need}, which was not run")),
+        }
+    }
+    for program in checks::programs_needed(check.kind(), session.rubric) {
+        if session.build.program(program).is_none() {
+            if let Some(err) = &session.build.grader_error {
+                return Verdict::unavailable(format!("{program} could not be built here ({err})"));
+            }
+            return Verdict::skipped(format!("{program} was not built"));
+        }
+    }
+    match catch_unwind(AssertUnwindSafe(|| checks::run(session, check))) {
+        Ok(verdict) => verdict,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Verdict::error(format!("grader bug while running this check: {what}"))
+        }
+    }
+}
+
+fn past(status: Status) -> &'static str {
+    match status {
+        Status::Passed => "passed",
+        Status::Failed => "failed",
+        Status::Skipped => "was skipped",
+        Status::Error => "hit a grader error",
+    }
+}

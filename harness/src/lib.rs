@@ -1,0 +1,20 @@
+//! `labgrade`: grades a submission for the memory-mapped files and shared
+//! memory lab. The pipeline, a module a stage:
+//!
+//! rubric -> build -> runner (run) -> observe -> experiments + checks (judge) -> report
+//!
+//! `grade` strings them together; `session` is one grading's state.
+
+pub mod build;
+pub mod checks;
+pub mod cli;
+pub mod experiments;
+pub mod grade;
+pub mod hash;
+pub mod judge;
+pub mod lock;
+pub mod observe;
+pub mod report;
+pub mod rubric;
+pub mod runner;
+pub mod session;

@@ -1,0 +1,155 @@
+//! The shared region, seen from outside by the grader. A learner's program
+//! may resize the region at any moment, so it is never mapped while learner
+//! code could still touch it: its size comes from fstat and its bytes from
+//! pread, which returns short instead of raising SIGBUS.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where POSIX shared memory objects live as files. A sandbox later gives
+/// each run its own directory here; everything asks [`region_path`].
+pub const SYSTEM_SHM_DIR: &str = "/dev/shm";
+
+/// The file behind the POSIX region `name`, in the shm directory `shm_dir`.
+pub fn region_path(shm_dir: &Path, name: &str) -> PathBuf {
+    shm_dir.join(name.trim_start_matches('/'))
+}
+
+/// What the grader saw of a region at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Its size (st_size).
+    pub size: u64,
+    /// Bytes really allocated to it (st_blocks * 512): pages touched.
+    pub allocated: u64,
+    /// Its first bytes, as many as were asked for and exist.
+    pub head: Vec<u8>,
+    /// Whether it is a plain file (a region), rather than a FIFO or device.
+    pub regular: bool,
+}
+
+impl Seen {
+    /// Whether it holds `size` bytes starting with `message` and a NUL.
+    pub fn holds(&self, size: u64, message: &str) -> bool {
+        self.regular && self.size == size && starts_with_message(&self.head, message)
+    }
+}
+
+/// `bytes` starts with `message` followed by a NUL.
+pub fn starts_with_message(bytes: &[u8], message: &str) -> bool {
+    let m = message.as_bytes();
+    bytes.len() > m.len() && &bytes[..m.len()] == m && bytes[m.len()] == 0
+}
+
+/// Looks at the region: `Ok(None)` if there is none.
+pub fn peek(path: &Path, head_len: usize) -> io::Result<Option<Seen>> {
+    // O_NONBLOCK: a FIFO in the region's place must not block the grader;
+    // O_NOFOLLOW: nor may a link send it elsewhere.
+    let file = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let regular = meta.file_type().is_file();
+    let mut head = vec![0u8; head_len.min(meta.len() as usize)];
+    let mut got = 0;
+    if regular {
+        while got < head.len() {
+            match file.read_at(&mut head[got..], got as u64) {
+                Ok(0) => break, // shrunk meanwhile
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    head.truncate(got);
+    Ok(Some(Seen {
+        size: meta.len(),
+        allocated: meta.blocks() * 512,
+        head,
+        regular,
+    }))
+}
+
+/// Whether a region of that name exists.
+pub fn exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
+/// Makes sure no region of that name exists.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The names in the shm directory, for hints ("found /mysharedmemory").
+pub fn names_in(shm_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(shm_dir)
+        .map(|dir| {
+            dir.filter_map(|e| Some(format!("/{}", e.ok()?.file_name().to_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Polls for `done` until `deadline`, starting fast and backing off to a few
+/// milliseconds: readiness is an event the grader observes, never a sleep.
+pub fn poll_until<T>(deadline: Instant, mut done: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(value) = done() {
+            return Some(value);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_reads_size_and_head_without_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = region_path(dir.path(), "/r");
+        assert_eq!(peek(&path, 8).unwrap(), None);
+        let mut data = b"Hi\0".to_vec();
+        data.resize(1024, 0);
+        std::fs::write(&path, &data).unwrap();
+        let seen = peek(&path, 8).unwrap().unwrap();
+        assert_eq!(seen.size, 1024);
+        assert_eq!(seen.head, &data[..8]);
+        assert!(seen.holds(1024, "Hi"));
+        assert!(!seen.holds(2048, "Hi"));
+        assert!(!seen.holds(1024, "H"));
+    }
+
+    #[test]
+    fn a_fifo_in_the_regions_place_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = region_path(dir.path(), "/fifo");
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let seen = peek(&path, 8).unwrap().unwrap();
+        assert!(!seen.regular);
+        assert!(!seen.holds(0, ""));
+    }
+}

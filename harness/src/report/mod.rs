@@ -1,0 +1,133 @@
+//! One result model for every output. Each format is a module behind the
+//! small [`Format`] trait; all of them render the same [`Report`].
+
+mod human;
+mod json;
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+pub use human::Human;
+pub use json::Json;
+
+use crate::runner::RunRecord;
+
+/// The JSON schema's version; fields are added, never renamed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub grader: GraderInfo,
+    pub rubric: RubricInfo,
+    pub submission: SubmissionInfo,
+    pub platform: PlatformInfo,
+    pub isolation: IsolationInfo,
+    pub score: f64,
+    pub max_score: f64,
+    /// False when a check errored or could not run here: the score then
+    /// leaves those checks out.
+    pub complete: bool,
+    /// Why the submission could not be graded at all, if so.
+    pub error: Option<String>,
+    pub build: BuildInfo,
+    pub checks: Vec<CheckReport>,
+    /// Hidden checks left out of this report.
+    pub hidden_checks: usize,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GraderInfo {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RubricInfo {
+    pub origin: String,
+    pub title: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmissionInfo {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformInfo {
+    pub os: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IsolationInfo {
+    pub level: String,
+    pub degraded: bool,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInfo {
+    pub method: String,
+    /// Program name -> where it was built, or why not.
+    pub programs: BTreeMap<String, ProgramInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramInfo {
+    pub built: bool,
+    pub why: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub id: String,
+    pub name: String,
+    pub status: &'static str,
+    pub score: f64,
+    pub max_score: f64,
+    pub message: String,
+    pub expected: Option<String>,
+    pub observed: Option<String>,
+    pub hint: Option<String>,
+    pub skipped_because: Option<String>,
+    pub hidden: bool,
+    pub duration_ms: u64,
+    pub runs: Vec<RunRecord>,
+}
+
+impl Report {
+    /// 0 full marks, 1 some check failed, 2 the grade is incomplete or
+    /// could not be made.
+    pub fn exit_code(&self) -> u8 {
+        if self.error.is_some() || !self.complete {
+            2
+        } else if self.checks.iter().any(|c| c.status != "passed") {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// One output format.
+pub trait Format {
+    fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// Points as people write them: 10, 7.5.
+pub fn points(value: f64) -> String {
+    if (value - value.round()).abs() < 1e-9 {
+        format!("{}", value.round() as i64)
+    } else {
+        format!("{value:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}

@@ -1,0 +1,805 @@
+//! The rubric: what to build, how to run each program, what to look for, and
+//! the checks with their points. Read from TOML (`grading.toml` is the
+//! default, compiled in) and validated so that every mistake names its line
+//! and key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
+
+use crate::hash::sha256_hex;
+
+/// The default rubric, `grading.toml` at the repository's root.
+pub const DEFAULT_RUBRIC: &str = include_str!("../../grading.toml");
+
+/// A rubric that could not be read; `Display` gives `FILE:LINE:COL: key: what`.
+#[derive(Debug)]
+pub struct RubricError {
+    pub origin: String,
+    pub line: Option<(usize, usize)>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for RubricError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some((line, col)) = self.line {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for RubricError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rubric {
+    pub version: u32,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub build: BuildConfig,
+    #[serde(default)]
+    pub programs: Programs,
+    #[serde(default)]
+    pub region: RegionConfig,
+    #[serde(default)]
+    pub file: FileConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default, rename = "check")]
+    pub checks: Vec<CheckConfig>,
+    /// Where the rubric came from and its hash; not part of the TOML.
+    #[serde(skip)]
+    pub origin: String,
+    #[serde(skip)]
+    pub sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildConfig {
+    /// A command that replaces detection, run in the submission's copy.
+    pub command: Option<Vec<String>>,
+    /// More directories to look for built programs in.
+    pub binaries: Vec<PathBuf>,
+    pub cc: String,
+    pub cxx: String,
+    pub cflags: Vec<String>,
+    pub libs: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            command: None,
+            binaries: Vec::new(),
+            cc: "cc".into(),
+            cxx: "c++".into(),
+            cflags: vec!["-O2".into(), "-Wall".into()],
+            libs: vec!["-lrt".into()],
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Programs {
+    pub mapfile: MapfileConfig,
+    pub writer: WriterConfig,
+    pub reader: ReaderConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MapfileConfig {
+    pub binary: String,
+    pub args: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for MapfileConfig {
+    fn default() -> Self {
+        MapfileConfig {
+            binary: "mapfile".into(),
+            args: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    pub binary: String,
+    pub args: Vec<String>,
+    pub name: Option<String>,
+    pub ready: Ready,
+    #[serde(deserialize_with = "duration")]
+    pub ready_timeout: Duration,
+    pub release: Release,
+    #[serde(deserialize_with = "duration")]
+    pub hold: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub exit_timeout: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            binary: "shm_writer".into(),
+            args: vec!["{name}".into(), "{size}".into()],
+            name: None,
+            ready: Ready::Region,
+            ready_timeout: Duration::from_secs(5),
+            release: Release::StdinLine,
+            hold: Duration::from_secs(1),
+            exit_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReaderConfig {
+    pub binary: String,
+    pub args: Vec<String>,
+    pub name: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ReaderConfig {
+    fn default() -> Self {
+        ReaderConfig {
+            binary: "shm_reader".into(),
+            args: vec!["{name}".into(), "{size}".into()],
+            name: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// When the writer is ready for the reader.
+#[derive(Debug, Clone)]
+pub enum Ready {
+    /// The grader sees the region with its size and message.
+    Region,
+    /// The writer prints a line matching this pattern.
+    Stdout(Regex),
+    /// A fixed delay: the last resort, for writers that give no sign.
+    Delay(Duration),
+}
+
+impl<'de> Deserialize<'de> for Ready {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let text = String::deserialize(d)?;
+        if text == "region" {
+            Ok(Ready::Region)
+        } else if let Some(pattern) = text.strip_prefix("stdout:") {
+            Regex::new(pattern)
+                .map(Ready::Stdout)
+                .map_err(D::Error::custom)
+        } else if let Some(delay) = text.strip_prefix("delay:") {
+            parse_duration(delay)
+                .map(Ready::Delay)
+                .map_err(D::Error::custom)
+        } else {
+            Err(D::Error::custom(format!(
+                "unknown readiness {text:?}: use \"region\", \"stdout:REGEX\" or \"delay:DURATION\""
+            )))
+        }
+    }
+}
+
+/// How the writer is told to let go of the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Release {
+    StdinLine,
+    StdinEof,
+    Sigterm,
+    Sigint,
+    None,
+}
+
+/// What exit a reader must give when there is no region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectExit {
+    Nonzero,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    WriterFirst,
+    ReaderFirst,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegionConfig {
+    pub name: String,
+    pub size: u64,
+    pub message: String,
+    pub line: String,
+    pub start: Start,
+    #[serde(deserialize_with = "duration")]
+    pub reader_delay: Duration,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        RegionConfig {
+            name: "/MySharedMemory".into(),
+            size: 1024,
+            message: "Shared Memory Data!".into(),
+            line: "Data from shared memory: {message}".into(),
+            start: Start::WriterFirst,
+            reader_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub name: String,
+    pub size: u64,
+    pub message: String,
+    pub line: String,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            name: "datafile.bin".into(),
+            size: 1024,
+            message: "Hello, Memory-Mapped File!".into(),
+            line: "Data from memory-mapped file: {message}".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    #[serde(rename = "match")]
+    pub mode: MatchMode,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchMode {
+    #[default]
+    Line,
+    Substring,
+    Regex,
+}
+
+/// What a check does; several checks may share a kind with other parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Build,
+    FileRuns,
+    FileOutput,
+    FileContents,
+    FileUsesMmap,
+    ShmObserved,
+    ShmHandoff,
+    ShmWriterInterop,
+    ShmReaderInterop,
+    ShmNoWriter,
+    ShmCleanup,
+    ShmRepeat,
+    ShmUsesMmap,
+    ShmLarge,
+}
+
+impl Kind {
+    pub const ALL: [(Kind, &'static str); 14] = [
+        (Kind::Build, "build"),
+        (Kind::FileRuns, "file.runs"),
+        (Kind::FileOutput, "file.output"),
+        (Kind::FileContents, "file.contents"),
+        (Kind::FileUsesMmap, "file.uses_mmap"),
+        (Kind::ShmObserved, "shm.observed"),
+        (Kind::ShmHandoff, "shm.handoff"),
+        (Kind::ShmWriterInterop, "shm.writer_interop"),
+        (Kind::ShmReaderInterop, "shm.reader_interop"),
+        (Kind::ShmNoWriter, "shm.no_writer"),
+        (Kind::ShmCleanup, "shm.cleanup"),
+        (Kind::ShmRepeat, "shm.repeat"),
+        (Kind::ShmUsesMmap, "shm.uses_mmap"),
+        (Kind::ShmLarge, "shm.large"),
+    ];
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.iter().find(|(_, n)| *n == text).map(|(k, _)| *k)
+    }
+
+    pub fn name(self) -> &'static str {
+        Kind::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, n)| *n)
+            .unwrap()
+    }
+
+    /// The parameters a check of this kind accepts.
+    fn params(self) -> &'static [&'static str] {
+        match self {
+            Kind::ShmRepeat => &["runs", "jitter"],
+            Kind::ShmLarge => &["size", "max_peak_mib"],
+            Kind::ShmNoWriter => &["timeout", "expect_exit", "expect_stderr"],
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    pub id: toml::Spanned<String>,
+    pub kind: Option<toml::Spanned<String>>,
+    pub name: String,
+    pub points: toml::Spanned<f64>,
+    #[serde(default)]
+    pub needs: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    pub partial: Option<toml::Spanned<bool>>,
+    #[serde(default)]
+    pub hidden: bool,
+    pub runs: Option<toml::Spanned<u32>>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub jitter: Option<toml::Spanned<Duration>>,
+    pub size: Option<toml::Spanned<u64>>,
+    pub max_peak_mib: Option<toml::Spanned<u64>>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<toml::Spanned<Duration>>,
+    /// shm.no_writer: "nonzero" (the default) or "any", for labs whose
+    /// reader reports a missing region but exits 0.
+    pub expect_exit: Option<toml::Spanned<ExpectExit>>,
+    /// shm.no_writer: whether an error must appear on stderr (default true).
+    pub expect_stderr: Option<toml::Spanned<bool>>,
+    /// Filled in by validation from `kind` (or `id`).
+    #[serde(skip, default = "default_kind")]
+    pub resolved: Kind,
+}
+
+fn default_kind() -> Kind {
+    Kind::Build
+}
+
+impl CheckConfig {
+    pub fn id(&self) -> &str {
+        self.id.get_ref()
+    }
+    pub fn kind(&self) -> Kind {
+        self.resolved
+    }
+    pub fn points(&self) -> f64 {
+        *self.points.get_ref()
+    }
+    pub fn partial(&self) -> bool {
+        self.partial.as_ref().is_some_and(|p| *p.get_ref())
+    }
+    pub fn needs(&self) -> impl Iterator<Item = &str> {
+        self.needs.iter().map(|n| n.get_ref().as_str())
+    }
+    pub fn runs(&self) -> u32 {
+        self.runs.as_ref().map_or(20, |r| *r.get_ref())
+    }
+    pub fn jitter(&self) -> Duration {
+        self.jitter
+            .as_ref()
+            .map_or(Duration::from_millis(20), |j| *j.get_ref())
+    }
+    pub fn size(&self) -> u64 {
+        self.size.as_ref().map_or(256 << 20, |s| *s.get_ref())
+    }
+    pub fn max_peak_mib(&self) -> u64 {
+        self.max_peak_mib.as_ref().map_or(64, |m| *m.get_ref())
+    }
+    pub fn expect_exit(&self) -> ExpectExit {
+        self.expect_exit
+            .as_ref()
+            .map_or(ExpectExit::Nonzero, |e| *e.get_ref())
+    }
+    pub fn expect_stderr(&self) -> bool {
+        self.expect_stderr.as_ref().is_none_or(|e| *e.get_ref())
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .as_ref()
+            .map_or(Duration::from_secs(2), |t| *t.get_ref())
+    }
+
+    /// The parameters given, with where they were given.
+    fn given_params(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let mut given = Vec::new();
+        if let Some(v) = &self.runs {
+            given.push(("runs", v.span()));
+        }
+        if let Some(v) = &self.jitter {
+            given.push(("jitter", v.span()));
+        }
+        if let Some(v) = &self.size {
+            given.push(("size", v.span()));
+        }
+        if let Some(v) = &self.max_peak_mib {
+            given.push(("max_peak_mib", v.span()));
+        }
+        if let Some(v) = &self.timeout {
+            given.push(("timeout", v.span()));
+        }
+        if let Some(v) = &self.expect_exit {
+            given.push(("expect_exit", v.span()));
+        }
+        if let Some(v) = &self.expect_stderr {
+            given.push(("expect_stderr", v.span()));
+        }
+        given
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like \"5s\" or \"500ms\": {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<toml::Spanned<Duration>>, D::Error> {
+    let text = toml::Spanned::<String>::deserialize(d)?;
+    let span = text.span();
+    let value = parse_duration(text.get_ref()).map_err(serde::de::Error::custom)?;
+    Ok(Some(toml::Spanned::new(span, value)))
+}
+
+impl Rubric {
+    /// The rubric compiled into labgrade.
+    pub fn default_rubric() -> Rubric {
+        Rubric::parse(DEFAULT_RUBRIC, "grading.toml (built in)")
+            .expect("the built-in grading.toml is valid")
+    }
+
+    /// Reads a rubric file.
+    pub fn load(path: &Path) -> Result<Rubric, RubricError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| RubricError {
+            origin: origin.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read the rubric: {err}"),
+        })?;
+        Rubric::parse(&text, &origin)
+    }
+
+    /// Parses and validates rubric text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Rubric, RubricError> {
+        let error = |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
+            RubricError {
+                origin: origin.to_string(),
+                line: span.map(|s| line_col(text, s.start)),
+                key,
+                message,
+            }
+        };
+        let de = toml::de::Deserializer::parse(text)
+            .map_err(|e| error(e.span(), None, e.message().to_string()))?;
+        let mut rubric: Rubric = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let key = (path != ".").then_some(path);
+            error(inner.span(), key, inner.message().to_string())
+        })?;
+        rubric
+            .validate()
+            .map_err(|(span, key, message)| error(span, Some(key), message))?;
+        rubric.origin = origin.to_string();
+        rubric.sha256 = sha256_hex(text.as_bytes());
+        Ok(rubric)
+    }
+
+    /// Checks what the types alone cannot: the version, unique ids, known
+    /// kinds, parameters that fit the kind, and `needs` that point back.
+    fn validate(&mut self) -> Result<(), (Option<std::ops::Range<usize>>, String, String)> {
+        if self.version != 1 {
+            return Err((
+                None,
+                "version".into(),
+                format!("this labgrade reads rubric version 1, not {}", self.version),
+            ));
+        }
+        if self.checks.is_empty() {
+            return Err((None, "check".into(), "the rubric has no [[check]]".into()));
+        }
+        let mut seen = HashSet::new();
+        for (i, check) in self.checks.iter_mut().enumerate() {
+            let at = |field: &str| format!("check[{i}].{field}");
+            let id = check.id.get_ref().clone();
+            if id.is_empty() || id.contains(char::is_whitespace) {
+                return Err((
+                    Some(check.id.span()),
+                    at("id"),
+                    format!("{id:?} is not a valid check id"),
+                ));
+            }
+            let (kind_text, kind_span) = match &check.kind {
+                Some(k) => (k.get_ref().clone(), k.span()),
+                None => (id.clone(), check.id.span()),
+            };
+            check.resolved = Kind::parse(&kind_text).ok_or_else(|| {
+                let known: Vec<_> = Kind::ALL.iter().map(|(_, n)| *n).collect();
+                (
+                    Some(kind_span),
+                    at(if check.kind.is_some() { "kind" } else { "id" }),
+                    format!(
+                        "unknown check kind {kind_text:?}; give `kind` one of: {}",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            for need in &check.needs {
+                if !seen.contains(need.get_ref().as_str()) {
+                    return Err((
+                        Some(need.span()),
+                        at("needs"),
+                        format!("{:?} is not a check defined above this one", need.get_ref()),
+                    ));
+                }
+            }
+            if !seen.insert(id.clone()) {
+                return Err((
+                    Some(check.id.span()),
+                    at("id"),
+                    format!("check {id:?} is defined twice"),
+                ));
+            }
+            let points = *check.points.get_ref();
+            if !(points.is_finite() && points >= 0.0) {
+                return Err((
+                    Some(check.points.span()),
+                    at("points"),
+                    "points must be a number of at least 0".into(),
+                ));
+            }
+            if let Some(partial) = &check.partial
+                && *partial.get_ref()
+                && check.resolved != Kind::ShmRepeat
+            {
+                return Err((
+                    Some(partial.span()),
+                    at("partial"),
+                    "partial credit applies to shm.repeat checks only".into(),
+                ));
+            }
+            for (param, span) in check.given_params() {
+                if !check.resolved.params().contains(&param) {
+                    return Err((
+                        Some(span),
+                        at(param),
+                        format!(
+                            "`{param}` does not apply to a {} check",
+                            check.resolved.name()
+                        ),
+                    ));
+                }
+            }
+            if let Some(runs) = &check.runs
+                && *runs.get_ref() == 0
+            {
+                return Err((
+                    Some(runs.span()),
+                    at("runs"),
+                    "runs must be at least 1".into(),
+                ));
+            }
+        }
+        if self.region.size == 0 || (self.region.message.len() as u64) >= self.region.size {
+            return Err((
+                None,
+                "region.size".into(),
+                format!(
+                    "the region ({} bytes) must hold the message and its NUL",
+                    self.region.size
+                ),
+            ));
+        }
+        if self.file.size == 0 || (self.file.message.len() as u64) >= self.file.size {
+            return Err((
+                None,
+                "file.size".into(),
+                format!(
+                    "the file ({} bytes) must hold the message and its NUL",
+                    self.file.size
+                ),
+            ));
+        }
+        if self.output.mode == MatchMode::Regex {
+            for (key, line) in [
+                ("region.line", &self.region.line),
+                ("file.line", &self.file.line),
+            ] {
+                Regex::new(&line.replace("{message}", "x")).map_err(|e| {
+                    (
+                        None,
+                        key.to_string(),
+                        format!("not a regular expression: {e}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The total of all points.
+    pub fn total_points(&self) -> f64 {
+        self.checks.iter().map(CheckConfig::points).sum()
+    }
+
+    /// The name the writer uses, and the name the reader looks for.
+    pub fn writer_name(&self) -> &str {
+        self.programs
+            .writer
+            .name
+            .as_deref()
+            .unwrap_or(&self.region.name)
+    }
+    pub fn reader_name(&self) -> &str {
+        self.programs
+            .reader
+            .name
+            .as_deref()
+            .unwrap_or(&self.region.name)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Fills `{name}`, `{size}` and `{message}` into a template.
+pub fn fill(template: &str, name: &str, size: u64, message: &str) -> String {
+    template
+        .replace("{name}", name)
+        .replace("{size}", &size.to_string())
+        .replace("{message}", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Rubric::parse(text, "r.toml").unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = "version = 1\n[[check]]\nid = \"build\"\nname = \"b\"\npoints = 10\n";
+
+    #[test]
+    fn the_default_rubric_is_valid_and_sums_to_100() {
+        let rubric = Rubric::default_rubric();
+        assert_eq!(rubric.total_points(), 100.0);
+        assert_eq!(rubric.checks.len(), 14);
+    }
+
+    #[test]
+    fn the_default_rubric_spells_out_the_built_in_defaults() {
+        let minimal = Rubric::parse(MINIMAL, "m").unwrap();
+        let default = Rubric::default_rubric();
+        assert_eq!(
+            format!("{:?}", minimal.build),
+            format!("{:?}", default.build)
+        );
+        assert_eq!(
+            format!("{:?}", minimal.programs),
+            format!("{:?}", default.programs)
+        );
+        assert_eq!(
+            format!("{:?}", minimal.region),
+            format!("{:?}", default.region)
+        );
+        assert_eq!(format!("{:?}", minimal.file), format!("{:?}", default.file));
+        assert_eq!(
+            format!("{:?}", minimal.output),
+            format!("{:?}", default.output)
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_names_its_line_and_key() {
+        let e = err("version = 1\n[[check]]\nid = \"build\"\nname = \"b\"\npionts = 10\n");
+        assert!(e.starts_with("r.toml:5:1: check[0]"), "{e}");
+        assert!(e.contains("unknown field `pionts`"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_line_and_key() {
+        let e = err("version = 1\n[region]\nsize = \"big\"\n");
+        assert!(e.starts_with("r.toml:3:8: region.size:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_mistakes_name_their_line_and_key() {
+        let e = err(&format!(
+            "{MINIMAL}[[check]]\nid = \"x\"\nname = \"x\"\npoints = 1\n"
+        ));
+        assert!(
+            e.starts_with("r.toml:7:6: check[1].id: unknown check kind"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}[[check]]\nid = \"file.runs\"\nname = \"x\"\npoints = 1\nneeds = [\"file.output\"]\n"
+        ));
+        assert!(e.starts_with("r.toml:10:"), "{e}");
+        assert!(e.contains("check[1].needs"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}[[check]]\nid = \"build\"\nname = \"x\"\npoints = 1\n"
+        ));
+        assert!(e.contains("defined twice"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}[[check]]\nid = \"file.runs\"\nname = \"x\"\npoints = 1\nruns = 3\n"
+        ));
+        assert!(
+            e.starts_with("r.toml:10:8: check[1].runs: `runs` does not apply"),
+            "{e}"
+        );
+        let e = err("version = 1\n[programs.writer]\nhold = \"soon\"\n");
+        assert!(e.starts_with("r.toml:3:8: programs.writer.hold"), "{e}");
+        let e = err("version = 2\n");
+        assert!(e.contains("version 1"), "{e}");
+    }
+
+    #[test]
+    fn a_second_instance_of_a_kind_takes_its_own_parameters() {
+        let text = format!(
+            "{MINIMAL}[[check]]\nid = \"shm.repeat_many\"\nkind = \"shm.repeat\"\nname = \"x\"\npoints = 1\nruns = 100\n"
+        );
+        let rubric = Rubric::parse(&text, "m").unwrap();
+        assert_eq!(rubric.checks[1].kind(), Kind::ShmRepeat);
+        assert_eq!(rubric.checks[1].runs(), 100);
+    }
+
+    #[test]
+    fn readiness_and_release_are_read_from_strings() {
+        let text = format!(
+            "version = 1\n[programs.writer]\nready = \"stdout:^ready$\"\nrelease = \"sigterm\"\n{}",
+            &MINIMAL["version = 1\n".len()..]
+        );
+        let rubric = Rubric::parse(&text, "m").unwrap();
+        assert!(matches!(rubric.programs.writer.ready, Ready::Stdout(_)));
+        assert_eq!(rubric.programs.writer.release, Release::Sigterm);
+        let e = err("version = 1\n[programs.writer]\nready = \"whenever\"\n");
+        assert!(
+            e.contains("programs.writer.ready") && e.contains("unknown readiness"),
+            "{e}"
+        );
+    }
+}

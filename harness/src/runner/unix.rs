@@ -1,0 +1,226 @@
+//! Process control on Unix: a process group per learner process, resource
+//! limits set between fork and exec, group signals, and waiting for an exit
+//! without reaping it, so that its resource usage can be read first.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use rustix::process::{Pid, Resource, Rlimit, Signal, kill_process_group, setrlimit};
+
+/// Per-process limits, applied in the child before it runs the program.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// CPU seconds: SIGXCPU at this, SIGKILL one second later.
+    pub cpu_secs: u64,
+    /// Largest file the process may write.
+    pub file_bytes: u64,
+    /// Open file descriptors.
+    pub open_files: u64,
+}
+
+/// Puts the child in a process group of its own (so it and everything it
+/// starts can be signalled together), with limits and no core dumps.
+pub fn prepare(cmd: &mut Command, limits: Limits) {
+    cmd.process_group(0);
+    // SAFETY: the closure only makes async-signal-safe system calls; it
+    // does not allocate or take locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            let set = |resource, soft: u64, hard: u64| {
+                setrlimit(
+                    resource,
+                    Rlimit {
+                        current: Some(soft),
+                        maximum: Some(hard),
+                    },
+                )
+            };
+            set(Resource::Core, 0, 0)?;
+            set(Resource::Cpu, limits.cpu_secs, limits.cpu_secs + 1)?;
+            set(Resource::Fsize, limits.file_bytes, limits.file_bytes)?;
+            set(Resource::Nofile, limits.open_files, limits.open_files)?;
+            Ok(())
+        });
+    }
+}
+
+/// How a process ended, read before it is reaped.
+#[derive(Debug, Clone, Copy)]
+pub struct RawExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Peak resident memory in KiB, the process's and its waited-for
+    /// children's, where the system tells it.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Blocks until `pid` (our child) has exited, without reaping it.
+pub fn wait_exit(pid: u32) -> io::Result<RawExit> {
+    // SAFETY: plain C structs, for the kernel to fill in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let has_usage = loop {
+        match waitid_nowait(pid, &mut info, &mut usage) {
+            Ok(has_usage) => break has_usage,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    };
+    // SAFETY: waitid filled in a child's status.
+    let status = unsafe { info.si_status() };
+    let (code, signal) = match info.si_code {
+        libc::CLD_EXITED => (Some(status), None),
+        _ => (None, Some(status)),
+    };
+    Ok(RawExit {
+        code,
+        signal,
+        peak_rss_kib: has_usage.then_some(usage.ru_maxrss as u64),
+    })
+}
+
+/// `waitid(P_PID, pid, WEXITED | WNOWAIT)`. Linux's system call takes a
+/// fifth argument, a struct rusage, and fills it even with WNOWAIT: the peak
+/// memory of a process that is still a zombie. Returns whether it did.
+#[cfg(target_os = "linux")]
+fn waitid_nowait(
+    pid: u32,
+    info: &mut libc::siginfo_t,
+    usage: &mut libc::rusage,
+) -> io::Result<bool> {
+    // SAFETY: both out-pointers are valid for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            libc::P_PID,
+            pid as libc::id_t,
+            info as *mut libc::siginfo_t,
+            libc::WEXITED | libc::WNOWAIT,
+            usage as *mut libc::rusage,
+        )
+    };
+    if rc == 0 {
+        Ok(true)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn waitid_nowait(
+    pid: u32,
+    info: &mut libc::siginfo_t,
+    _usage: &mut libc::rusage,
+) -> io::Result<bool> {
+    // SAFETY: `info` is valid for the call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    if rc == 0 {
+        Ok(false)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `signal` to every process in the group `pgid`.
+pub fn signal_group(pgid: u32, signal: i32) {
+    if let (Some(pid), Some(sig)) = (pid(pgid), Signal::from_named_raw(signal)) {
+        let _ = kill_process_group(pid, sig);
+    }
+}
+
+fn pid(raw: u32) -> Option<Pid> {
+    Pid::from_raw(i32::try_from(raw).ok()?)
+}
+
+pub const SIGTERM: i32 = libc::SIGTERM;
+pub const SIGKILL: i32 = libc::SIGKILL;
+pub const SIGINT: i32 = libc::SIGINT;
+
+/// Live (not zombie) processes in the group `pgid`, other than `except`.
+#[cfg(target_os = "linux")]
+pub fn group_members(pgid: u32, except: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| p != except)
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name, which is in parentheses
+                    // and may itself hold spaces: state, ppid, pgrp, ...
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    let mut fields = rest.split(' ');
+                    let state = fields.next()?;
+                    let pgrp: u32 = fields.nth(1)?.parse().ok()?;
+                    Some(pgrp == pgid && state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Live processes in the group `pgid`: on systems without /proc, only
+/// whether there is any is known.
+#[cfg(not(target_os = "linux"))]
+pub fn group_members(pgid: u32, _except: u32) -> Vec<u32> {
+    match pid(pgid).map(rustix::process::test_kill_process_group) {
+        Some(Ok(())) => vec![pgid],
+        _ => Vec::new(),
+    }
+}
+
+/// Peak resident memory (VmHWM) of a live process, in KiB.
+#[cfg(target_os = "linux")]
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn peak_rss_kib(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// A signal's conventional name, like `SIGBUS`.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
+
+pub const SIGBUS: i32 = libc::SIGBUS;
+pub const SIGSEGV: i32 = libc::SIGSEGV;
+pub const SIGXCPU: i32 = libc::SIGXCPU;
+pub const SIGXFSZ: i32 = libc::SIGXFSZ;

@@ -1,0 +1,242 @@
+//! One grading: the rubric, the built programs, the run's directories, the
+//! seeded randomness, and the experiments already made (several checks
+//! judge the same run, so each experiment runs once).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::build::{BuildResult, runner_env};
+use crate::experiments::{MapfileOutcome, NoWriterOutcome, PairOutcome};
+use crate::observe::region;
+use crate::observe::trace::Tracer;
+use crate::rubric::{Rubric, fill};
+use crate::runner::{Limits, Spec};
+
+/// Limits for the learner's programs at run time. The file size allows the
+/// largest region a rubric asks for (ftruncate counts against it).
+const RUN_LIMITS: Limits = Limits {
+    cpu_secs: 30,
+    file_bytes: 1 << 30,
+    open_files: 256,
+};
+
+/// Whose program plays a part: the learner's, or the grader's reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Who {
+    Learner,
+    Reference,
+}
+
+pub struct Session<'r> {
+    pub rubric: &'r Rubric,
+    pub build: BuildResult,
+    /// This grading's private directory (work dirs, traces).
+    pub run_dir: PathBuf,
+    /// Where shared memory objects appear as files.
+    pub shm_dir: PathBuf,
+    pub tracer: Tracer,
+    pub rng: fastrand::Rng,
+    /// labgrade itself, which carries the reference programs.
+    pub labgrade: PathBuf,
+    next_dir: usize,
+    pub(crate) mapfile: Option<Rc<MapfileOutcome>>,
+    pub(crate) no_writer: HashMap<Duration, Rc<NoWriterOutcome>>,
+    pub(crate) pairs: HashMap<String, Rc<PairOutcome>>,
+}
+
+impl<'r> Session<'r> {
+    pub fn new(
+        rubric: &'r Rubric,
+        build: BuildResult,
+        run_dir: PathBuf,
+        tracer: Tracer,
+        seed: u64,
+    ) -> Session<'r> {
+        Session {
+            rubric,
+            build,
+            run_dir,
+            shm_dir: PathBuf::from(region::SYSTEM_SHM_DIR),
+            tracer,
+            rng: fastrand::Rng::with_seed(seed),
+            labgrade: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("labgrade")),
+            next_dir: 0,
+            mapfile: None,
+            no_writer: HashMap::new(),
+            pairs: HashMap::new(),
+        }
+    }
+
+    /// The file behind a region name, wherever this run keeps regions.
+    pub fn region_path(&self, name: &str) -> PathBuf {
+        region::region_path(&self.shm_dir, name)
+    }
+
+    /// Whether regions live in the machine-wide shm directory, where fixed
+    /// names must be locked against other gradings.
+    pub fn shared_shm_dir(&self) -> bool {
+        self.shm_dir == Path::new(region::SYSTEM_SHM_DIR)
+    }
+
+    /// A new empty directory inside the run, e.g. a program's working dir.
+    pub fn fresh_dir(&mut self, label: &str) -> PathBuf {
+        self.next_dir += 1;
+        let dir = self.run_dir.join(format!("{:03}-{label}", self.next_dir));
+        std::fs::create_dir_all(&dir).expect("create a directory in the run");
+        dir
+    }
+
+    /// A path for a trace file inside the run.
+    pub fn trace_path(&mut self, label: &str) -> PathBuf {
+        self.next_dir += 1;
+        self.run_dir
+            .join(format!("{:03}-{label}.trace", self.next_dir))
+    }
+
+    fn spec(
+        &mut self,
+        role: String,
+        program: PathBuf,
+        args: Vec<String>,
+        shown: Vec<String>,
+        timeout: Duration,
+        held_stdin: bool,
+    ) -> Spec {
+        let dir = self.fresh_dir(&role.replace(' ', "-"));
+        Spec {
+            role,
+            program,
+            args,
+            shown,
+            env: runner_env(&dir),
+            dir,
+            held_stdin,
+            timeout,
+            limits: RUN_LIMITS,
+        }
+    }
+
+    /// The learner's `mapfile`, in a fresh empty directory.
+    pub fn mapfile_spec(&mut self) -> Spec {
+        let cfg = &self.rubric.programs.mapfile;
+        let size = self.rubric.file.size;
+        self.learner_spec(&cfg.binary, &cfg.args, "", size, cfg.timeout, false)
+    }
+
+    /// A writer: the learner's, or the reference holding `message`.
+    /// `timeout` bounds its whole life; the pair enforces shorter deadlines.
+    pub fn writer_spec(
+        &mut self,
+        who: Who,
+        name: &str,
+        size: u64,
+        message: &str,
+        timeout: Duration,
+    ) -> Spec {
+        let cfg = &self.rubric.programs.writer;
+        match who {
+            Who::Learner => self.learner_spec(&cfg.binary, &cfg.args, name, size, timeout, true),
+            Who::Reference => {
+                let extra = ["--message".to_string(), message.to_string()];
+                self.reference_spec("writer", name, size, &extra, timeout, true)
+            }
+        }
+    }
+
+    /// A reader: the learner's or the reference.
+    pub fn reader_spec(&mut self, who: Who, name: &str, size: u64) -> Spec {
+        let cfg = &self.rubric.programs.reader;
+        match who {
+            Who::Learner => {
+                self.learner_spec(&cfg.binary, &cfg.args, name, size, cfg.timeout, false)
+            }
+            Who::Reference => self.reference_spec("reader", name, size, &[], cfg.timeout, false),
+        }
+    }
+
+    /// A learner's program with its argument templates filled in.
+    fn learner_spec(
+        &mut self,
+        binary: &str,
+        templates: &[String],
+        name: &str,
+        size: u64,
+        timeout: Duration,
+        held_stdin: bool,
+    ) -> Spec {
+        let program = self.learner_program(binary);
+        let message = &self.rubric.region.message;
+        let args: Vec<String> = templates
+            .iter()
+            .map(|a| fill(a, name, size, message))
+            .collect();
+        let shown = shown(binary, &args);
+        self.spec(
+            binary.to_string(),
+            program,
+            args,
+            shown,
+            timeout,
+            held_stdin,
+        )
+    }
+
+    /// `labgrade ref ROLE NAME SIZE EXTRA...`: the reference program.
+    fn reference_spec(
+        &mut self,
+        role: &str,
+        name: &str,
+        size: u64,
+        extra: &[String],
+        timeout: Duration,
+        held_stdin: bool,
+    ) -> Spec {
+        let mut args = vec![
+            "ref".to_string(),
+            role.to_string(),
+            name.to_string(),
+            size.to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let label = format!("reference shm_{role}");
+        let shown = vec![label.clone(), name.to_string(), size.to_string()];
+        let program = self.labgrade.clone();
+        self.spec(label, program, args, shown, timeout, held_stdin)
+    }
+
+    fn learner_program(&self, binary: &str) -> PathBuf {
+        self.build
+            .program(binary)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(binary))
+    }
+
+    /// A fresh message for the reference writer: random, and never the
+    /// length of the rubric's, so a reader printing a fixed string fails.
+    pub fn random_message(&mut self) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz23456789";
+        let forbidden = self.rubric.region.message.len();
+        let max = (self.rubric.region.size.saturating_sub(1) as usize).min(30);
+        let lengths: Vec<usize> = (max.min(21)..=max).filter(|&l| l != forbidden).collect();
+        let len = if lengths.is_empty() {
+            max
+        } else {
+            lengths[self.rng.usize(..lengths.len())]
+        };
+        let mut message = String::from("Grader message ");
+        while message.len() < len {
+            message.push(ALPHABET[self.rng.usize(..ALPHABET.len())] as char);
+        }
+        message.truncate(len);
+        message
+    }
+}
+
+/// A command as the learner would type it: `./shm_writer /MySharedMemory 1024`.
+fn shown(binary: &str, args: &[String]) -> Vec<String> {
+    std::iter::once(format!("./{binary}"))
+        .chain(args.iter().cloned())
+        .collect()
+}
