@@ -51,3 +51,95 @@ fn in_release_profile() -> bool {
         .and_then(Path::file_name)
         .is_some_and(|p| p == "release")
 }
+
+/// The kit's fixture submissions.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/submissions")
+        .join(name)
+}
+
+/// Grades `dir` with `labgrade grade --format json` plus `args`; returns
+/// the exit code and the parsed report.
+pub fn grade_json(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(labgrade())
+        .arg("grade")
+        .arg(dir)
+        .args(["--format", "json"])
+        .args(args)
+        .output()
+        .expect("run labgrade");
+    let code = out.status.code().expect("labgrade exited normally");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "labgrade printed no JSON report ({e}); exit {code}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, report)
+}
+
+/// Grades a fixture and compares every verdict with its `expected.toml`:
+/// each check's status, optionally a word its explanation must contain,
+/// and the exit code. Panics with every difference at once.
+pub fn assert_fixture(name: &str) {
+    let dir = fixture(name);
+    let expected_text = std::fs::read_to_string(dir.join("expected.toml"))
+        .unwrap_or_else(|e| panic!("{name}/expected.toml: {e}"));
+    let expected: toml::Table =
+        toml::from_str(&expected_text).unwrap_or_else(|e| panic!("{name}/expected.toml: {e}"));
+    let (code, report) = grade_json(&dir, &[]);
+    let checks = report["checks"].as_array().expect("checks in the report");
+    let mut problems = Vec::new();
+
+    let wanted_checks = expected["checks"]
+        .as_table()
+        .expect("[checks] in expected.toml");
+    for (id, want) in wanted_checks {
+        let (status, says) = match want {
+            toml::Value::String(s) => (s.as_str(), None),
+            toml::Value::Table(t) => (
+                t["status"].as_str().expect("status"),
+                t.get("says").and_then(|s| s.as_str()),
+            ),
+            other => panic!("{name}: {id} = {other}: use \"status\" or {{ status, says }}"),
+        };
+        let Some(got) = checks.iter().find(|c| c["id"] == id.as_str()) else {
+            problems.push(format!("{id}: not in the report"));
+            continue;
+        };
+        if got["status"] != status {
+            problems.push(format!(
+                "{id}: expected {status}, got {} ({})",
+                got["status"], got["message"]
+            ));
+        }
+        if let Some(word) = says {
+            let text = ["message", "expected", "observed", "hint", "skipped_because"]
+                .iter()
+                .filter_map(|k| got[*k].as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            if !text.to_lowercase().contains(&word.to_lowercase()) {
+                problems.push(format!(
+                    "{id}: expected the report to say {word:?}; it says:\n{text}"
+                ));
+            }
+        }
+    }
+    for got in checks {
+        if !wanted_checks.contains_key(got["id"].as_str().unwrap_or("")) {
+            problems.push(format!("{}: reported but not expected", got["id"]));
+        }
+    }
+    if let Some(want) = expected.get("exit").and_then(|e| e.as_integer())
+        && want != code as i64
+    {
+        problems.push(format!("exit code: expected {want}, got {code}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "fixture {name} graded unlike its expected.toml:\n  {}",
+        problems.join("\n  ")
+    );
+}

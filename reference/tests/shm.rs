@@ -183,7 +183,8 @@ fn a_256_mib_region_costs_the_writer_almost_no_memory() {
 /// The lab's own name, with no arguments at all. Every test anywhere in the
 /// kit that uses this fixed name holds the same cross-process lock.
 #[test]
-#[file_serial(MySharedMemory)]
+// The same lock file labgrade takes for this name (see harness/src/lock.rs).
+#[file_serial(MySharedMemory, path => "/tmp/labgrade-shm-MySharedMemory.lock")]
 fn defaults_are_the_labs_name_and_size() {
     let name = "/MySharedMemory";
     let _ = std::fs::remove_file(shm_path(name)); // a leftover from elsewhere

@@ -1,0 +1,340 @@
+//! `labgrade grade` from the outside: arguments, rubric errors, exit codes,
+//! both report formats, and the reference answer graded as a submission.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use mmap_lab_kit::{fixture, grade_json, labgrade};
+use predicates::prelude::*;
+
+fn labgrade_cmd() -> Command {
+    Command::new(labgrade())
+}
+
+/// A copy of a fixture in a temporary directory, to add files to.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "target" {
+            continue;
+        }
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_reference_copied_out_as_a_submission_scores_full_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("reference");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("reference"),
+        &sub,
+    );
+    let (code, report) = grade_json(&sub, &[]);
+    let failed: Vec<_> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] != "passed")
+        .map(|c| format!("{}: {}", c["id"], c["message"]))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(report["build"]["method"], "cargo");
+    assert_eq!(
+        (report["score"].as_f64(), report["max_score"].as_f64()),
+        (Some(100.0), Some(100.0))
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_missing_directory_is_a_usage_error() {
+    labgrade_cmd()
+        .args(["grade", "/no/such/submission"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "/no/such/submission: no such directory",
+        ));
+}
+
+#[test]
+fn a_bad_rubric_names_its_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = dir.path().join("r.toml");
+    std::fs::write(
+        &rubric,
+        "version = 1\n[[check]]\nid = \"build\"\nname = \"b\"\npionts = 10\n",
+    )
+    .unwrap();
+    labgrade_cmd()
+        .arg("grade")
+        .arg(fixture("c-sample-port"))
+        .arg("--rubric")
+        .arg(&rubric)
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "r.toml:5:1: check[0].pionts: unknown field `pionts`",
+        ));
+
+    labgrade_cmd()
+        .arg("grade")
+        .arg(fixture("c-sample-port"))
+        .args(["--rubric", "/no/such/rubric.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot read the rubric"));
+}
+
+#[test]
+fn an_unknown_check_in_only_is_a_usage_error() {
+    labgrade_cmd()
+        .arg("grade")
+        .arg(fixture("c-sample-port"))
+        .args(["--only", "shm.nonsense"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("no check \"shm.nonsense\"")
+                .and(predicate::str::contains("shm.handoff")),
+        );
+}
+
+#[test]
+fn the_json_report_has_the_documented_fields() {
+    let (code, r) = grade_json(
+        &fixture("c-reader-fixed-string"),
+        &["--only", "shm.reader_interop"],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(r["schema_version"], 1);
+    assert!(r["grader"]["version"].is_string());
+    assert_eq!(r["rubric"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(r["submission"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(r["platform"]["os"].is_string() && r["platform"]["arch"].is_string());
+    assert!(r["isolation"]["level"].is_string());
+    assert_eq!(
+        (r["score"].as_f64(), r["max_score"].as_f64()),
+        (Some(0.0), Some(10.0))
+    );
+    assert_eq!(r["complete"], true);
+    let checks = r["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 1);
+    let c = &checks[0];
+    for key in [
+        "id", "name", "status", "message", "expected", "observed", "hint",
+    ] {
+        assert!(c[key].is_string(), "{key}: {}", c[key]);
+    }
+    for key in ["score", "max_score", "duration_ms"] {
+        assert!(c[key].is_number(), "{key}");
+    }
+    assert!(c["skipped_because"].is_null());
+    let runs = c["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    let reader = &runs[1];
+    assert_eq!(reader["role"], "shm_reader");
+    assert_eq!(reader["argv"][0], "./shm_reader");
+    assert_eq!(reader["exit"]["code"], 0);
+    assert!(reader["exit"]["signal"].is_null());
+    assert_eq!(reader["exit"]["timeout"], false);
+    assert_eq!(
+        reader["stdout"]["excerpt"],
+        "Data from shared memory: Shared Memory Data!\n"
+    );
+    assert_eq!(reader["stdout"]["total_bytes"], 45);
+    assert!(reader["stderr"]["total_bytes"].is_number());
+    assert!(reader["wall_ms"].is_number());
+    assert!(reader["peak_rss_kib"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_human_report_explains_failures_without_colour_when_piped() {
+    labgrade_cmd()
+        .arg("grade")
+        .arg(fixture("c-no-ftruncate"))
+        .args(["--only", "file.runs"])
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains("✗  0/5   file.runs")
+                .and(predicate::str::contains(
+                    "ran:      ./mapfile  →  killed by SIGBUS",
+                ))
+                .and(predicate::str::contains("expected: exit 0 within 5s"))
+                .and(predicate::str::contains("hint:     SIGBUS"))
+                .and(predicate::str::contains("ftruncate"))
+                .and(predicate::str::contains("Score: 0/5"))
+                .and(predicate::str::contains("\u{1b}[").not()),
+        );
+}
+
+#[test]
+fn only_runs_prerequisites_but_reports_what_was_asked() {
+    let (code, r) = grade_json(&fixture("c-sample-port"), &["--only", "shm.cleanup"]);
+    let ids: Vec<_> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert_eq!(ids, vec!["shm.cleanup"]);
+    assert_eq!(r["checks"][0]["status"], "passed");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn output_writes_the_report_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    labgrade_cmd()
+        .arg("grade")
+        .arg(fixture("c-sample-port"))
+        .args(["--only", "build", "--format", "json", "--output"])
+        .arg(&out)
+        .assert()
+        .code(0)
+        .stdout("");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report["checks"][0]["id"], "build");
+}
+
+#[test]
+fn a_rubric_inside_the_submission_is_ignored_unless_named() {
+    let sub = copy_fixture("c-sample-port");
+    let own = sub.path().join("grading.toml");
+    std::fs::write(
+        &own,
+        "version = 1\n[[check]]\nid = \"build\"\nname = \"free points\"\npoints = 1000\n",
+    )
+    .unwrap();
+    let (_, r) = grade_json(sub.path(), &["--only", "build"]);
+    assert_eq!(r["max_score"], 10.0);
+    assert_eq!(r["rubric"]["origin"], "grading.toml (built in)");
+    let (_, r) = grade_json(sub.path(), &["--rubric", own.to_str().unwrap()]);
+    assert_eq!(r["max_score"], 1000.0);
+    assert_eq!(r["checks"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_windows_api_submission_is_an_error_not_zero_points() {
+    let sub = tempfile::tempdir().unwrap();
+    std::fs::write(
+        sub.path().join("shm_writer.c"),
+        "#include <windows.h>\n#include <stdio.h>\nint main(void) { HANDLE h = CreateFileMapping(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, 0, 1024, \"Local\\\\MySharedMemory\"); return h == NULL; }\n",
+    )
+    .unwrap();
+    let (code, r) = grade_json(sub.path(), &[]);
+    assert_eq!(code, 2);
+    assert!(r["error"].as_str().unwrap().contains("Windows API"));
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["max_score"], 0.0);
+    assert!(
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "error")
+    );
+}
+
+#[test]
+fn a_missing_build_tool_is_the_graders_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = dir.path().join("r.toml");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("grading.toml"))
+        .unwrap()
+        .replace(
+            "# command = [\"make\", \"all\"]",
+            "command = [\"no-such-compiler-here\"]",
+        );
+    std::fs::write(&rubric, text).unwrap();
+    let (code, r) = grade_json(
+        &fixture("c-sample-port"),
+        &["--rubric", rubric.to_str().unwrap()],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["checks"][0]["status"], "error");
+    assert_eq!(r["max_score"], 0.0, "nothing may be charged to the learner");
+}
+
+#[test]
+fn grading_twice_gives_the_same_verdicts_and_messages() {
+    let args = [
+        "--only",
+        "shm.reader_interop",
+        "shm.no_writer",
+        "file.contents",
+    ];
+    let (_, a) = grade_json(&fixture("c-reader-fixed-string"), &args);
+    let (_, b) = grade_json(&fixture("c-reader-fixed-string"), &args);
+    let strip = |r: &serde_json::Value| -> Vec<(String, String, String)> {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["status"].to_string(),
+                    c["message"].to_string(),
+                    c["expected"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(&a), strip(&b));
+    assert_eq!(a["submission"]["sha256"], b["submission"]["sha256"]);
+}
+
+/// The default rubric with one line changed: how the writer is released.
+fn rubric_with(dir: &Path, from: &str, to: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("grading.toml"))
+        .unwrap();
+    assert!(text.contains(from), "grading.toml has no {from:?}");
+    let path = dir.join("rubric.toml");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
+#[test]
+fn a_rubric_can_release_the_writer_with_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = rubric_with(
+        dir.path(),
+        "release = \"stdin-line\"",
+        "release = \"sigterm\"",
+    );
+    let rubric = rubric.to_str().unwrap();
+    let only = ["--only", "shm.handoff", "shm.cleanup", "--rubric", rubric];
+    let (code, r) = grade_json(&fixture("c-writer-polite-signal"), &only);
+    assert_eq!(code, 0, "{:#}", r["checks"]);
+    // A writer that ignores the signal dies of it, and is told so.
+    let (code, r) = grade_json(&fixture("c-sample-port"), &only);
+    assert_eq!(code, 1);
+    assert_eq!(r["checks"][0]["status"], "failed");
+    assert!(
+        r["checks"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SIGTERM")
+    );
+}
