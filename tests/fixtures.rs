@@ -23,16 +23,48 @@ macro_rules! fixtures {
                 .collect();
             let on_disk: BTreeSet<&str> = on_disk.iter().map(String::as_str).collect();
             assert_eq!(listed, on_disk, "list each fixture in tests/fixtures.rs");
+            let table = std::fs::read_to_string(mmap_lab_kit::fixture("../README.md")).unwrap();
+            for name in &listed {
+                assert!(table.contains(&format!("| `{name}` |")), "{name} has no row in fixtures/README.md");
+            }
         }
     };
 }
 
 fixtures! {
-    c_sample_port => "c-sample-port",
+    c_extra_output => "c-extra-output",
+    c_file_map_private => "c-file-map-private",
+    c_file_no_nul => "c-file-no-nul",
+    c_file_prints_only => "c-file-prints-only",
+    c_file_read_syscall => "c-file-read-syscall",
+    c_file_stdio => "c-file-stdio",
+    c_file_wrong_size => "c-file-wrong-size",
+    c_missing_program => "c-missing-program",
+    c_names_differ => "c-names-differ",
     c_no_ftruncate => "c-no-ftruncate",
-    c_writer_exits_at_once => "c-writer-exits-at-once",
-    c_reader_fixed_string => "c-reader-fixed-string",
+    c_pair_plain_file => "c-pair-plain-file",
+    c_reader_copies_heap => "c-reader-copies-heap",
     c_reader_creates_region => "c-reader-creates-region",
     c_reader_does_not_compile => "c-reader-does-not-compile",
+    c_reader_errors_on_stdout => "c-reader-errors-on-stdout",
+    c_reader_fixed_string => "c-reader-fixed-string",
+    c_reader_ignores_size => "c-reader-ignores-size",
+    c_reader_waits_forever => "c-reader-waits-forever",
+    c_region_too_small => "c-region-too-small",
+    c_sample_order => "c-sample-order",
+    c_sample_port => "c-sample-port",
+    c_warnings_only => "c-warnings-only",
+    c_writer_crashes => "c-writer-crashes",
+    c_writer_exits_at_once => "c-writer-exits-at-once",
+    c_writer_memset => "c-writer-memset",
+    c_writer_never_exits => "c-writer-never-exits",
+    c_writer_no_unlink => "c-writer-no-unlink",
     c_writer_polite_signal => "c-writer-polite-signal",
+    c_writer_sleeps => "c-writer-sleeps",
+    cmake_sample_port => "cmake-sample-port",
+    cpp_reader_string_copy => "cpp-reader-string-copy",
+    make_bin_dir => "make-bin-dir",
+    make_fails => "make-fails",
+    rust_libc_memmap2 => "rust-libc-memmap2",
+    rust_writer_fills_region => "rust-writer-fills-region",
 }

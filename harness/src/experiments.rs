@@ -189,6 +189,9 @@ pub enum Readiness {
     WriterEnded,
     /// Not ready by the deadline; the region as last seen, if any.
     TimedOut { last: Option<Seen> },
+    /// The writer sat waiting for its release on stdin without the region
+    /// being ready: it is not going to be. The region as seen then.
+    Settled { last: Option<Seen> },
 }
 
 /// When a writer left before it was released.
@@ -315,25 +318,27 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     let head_len = plan.message.len() + 1;
     let readiness = match &ready_mode {
         Ready::Region => {
-            let seen = region::poll_until(deadline, || {
+            let stdin_release = matches!(release, Release::StdinLine | Release::StdinEof);
+            region::poll_until(deadline, || {
                 if writer.has_exited() {
-                    return Some(None);
+                    return Some(Readiness::WriterEnded);
                 }
-                match region::peek(&writer_path, head_len) {
-                    Ok(Some(seen)) if seen.holds(plan.size, &plan.message) => Some(Some(seen)),
+                // Checked before the region, so that a region seen ready
+                // after the writer settled still counts as ready.
+                let settled = stdin_release && writer.waiting_for_stdin();
+                let seen = region::peek(&writer_path, head_len).ok().flatten();
+                match seen {
+                    Some(seen) if seen.holds(plan.size, &plan.message) => Some(Readiness::Ready {
+                        after: began.elapsed(),
+                        seen: Some(seen),
+                    }),
+                    last if settled => Some(Readiness::Settled { last }),
                     _ => None,
                 }
-            });
-            match seen {
-                Some(Some(seen)) => Readiness::Ready {
-                    after: began.elapsed(),
-                    seen: Some(seen),
-                },
-                Some(None) => Readiness::WriterEnded,
-                None => Readiness::TimedOut {
-                    last: region::peek(&writer_path, head_len).ok().flatten(),
-                },
-            }
+            })
+            .unwrap_or_else(|| Readiness::TimedOut {
+                last: region::peek(&writer_path, head_len).ok().flatten(),
+            })
         }
         Ready::Stdout(pattern) => {
             let matched = writer.stdout().wait_for(deadline, |bytes| {

@@ -229,6 +229,9 @@ pub fn ending_summary(run: &Finished) -> String {
 /// A hint grounded in how a program ended, if the ending explains itself.
 pub fn ending_hint(ending: Ending, what: &str) -> Option<String> {
     match ending {
+        Ending::Signalled(SIGBUS) if what.contains("reader") => Some(format!(
+            "SIGBUS: {what} touched its mapping past the end of the region; map and read only as many bytes as the region holds (its SIZE, or fstat)"
+        )),
         Ending::Signalled(SIGBUS) => Some(format!(
             "SIGBUS: {what} touched a mapping past the end of its file or region; size it with ftruncate before mmap"
         )),

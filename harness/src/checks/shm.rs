@@ -37,7 +37,9 @@ fn learner_pair(session: &mut Session) -> Result<Rc<PairOutcome>, GraderError> {
 
 /// The learner's writer with the reference reader.
 fn writer_with_reference(session: &mut Session) -> Result<Rc<PairOutcome>, GraderError> {
-    let p = plan(session, Who::Learner, Some(Who::Reference));
+    let mut p = plan(session, Who::Learner, Some(Who::Reference));
+    // Traced too, so a writer that leaves on its own is caught here as well.
+    p.trace = true;
     experiments::pair(session, "writer_interop", p)
 }
 
@@ -65,7 +67,12 @@ fn region_problem(
         None => {
             let others: Vec<&String> = o.names_seen.iter().filter(|n| *n != name).collect();
             let observed = if others.is_empty() {
-                format!("no region named {name} appeared within {within}")
+                match o.readiness {
+                    Readiness::Settled { .. } => {
+                        format!("the writer waited for its release, and there was no region named {name}")
+                    }
+                    _ => format!("no region named {name} appeared within {within}"),
+                }
             } else {
                 format!(
                     "no region named {name}; these appeared instead: {}",
@@ -112,7 +119,9 @@ fn readiness_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
             Some(s) if s.holds(o.plan.size, &o.plan.message) => None,
             other => Some(region_problem(session, o, other.as_ref(), false)),
         },
-        Readiness::TimedOut { last } => Some(region_problem(session, o, last.as_ref(), true)),
+        Readiness::TimedOut { last } | Readiness::Settled { last } => {
+            Some(region_problem(session, o, last.as_ref(), true))
+        }
         Readiness::WriterEnded => {
             let w = &o.writer;
             let wrote = o

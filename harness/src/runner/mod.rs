@@ -272,6 +272,11 @@ impl Running {
         }
     }
 
+    /// Whether it sits blocked reading its stdin (waiting for release).
+    pub fn waiting_for_stdin(&self) -> bool {
+        self.exit.is_none() && unix::waiting_for_stdin(self.pid)
+    }
+
     /// Peak resident memory so far, while it is alive.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         peak_rss_kib(self.pid)

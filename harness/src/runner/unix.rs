@@ -179,6 +179,41 @@ pub fn group_members(pgid: u32, _except: u32) -> Vec<u32> {
     }
 }
 
+/// Whether `pid`, or a process below it (a program run under strace), is
+/// blocked reading its standard input: a writer waiting for its release.
+#[cfg(target_os = "linux")]
+pub fn waiting_for_stdin(pid: u32) -> bool {
+    // The number of read(2) in /proc/PID/syscall.
+    #[cfg(target_arch = "x86_64")]
+    const READ: &str = "0";
+    #[cfg(target_arch = "aarch64")]
+    const READ: &str = "63";
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const READ: &str = "none";
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if let Ok(call) = std::fs::read_to_string(format!("/proc/{p}/syscall")) {
+            let mut fields = call.split_whitespace();
+            if fields.next() == Some(READ) && fields.next() == Some("0x0") {
+                return true;
+            }
+        }
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    false
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn waiting_for_stdin(_pid: u32) -> bool {
+    false
+}
+
 /// Peak resident memory (VmHWM) of a live process, in KiB.
 #[cfg(target_os = "linux")]
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
