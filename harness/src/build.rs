@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 
 use crate::hash::SKIPPED_DIRS;
 use crate::rubric::Rubric;
-use crate::runner::{self, Finished, Limits, RunRecord, Spec};
+use crate::runner::{self, Ending, Finished, Limits, RunRecord, Spec};
+use crate::sandbox::{Area, Purpose, Sandbox};
+
+/// Where a Cargo submission's dependencies are vendored, in its copy.
+const VENDOR_DIR: &str = ".labgrade-vendor";
 
 /// Limits for build commands: compilers are big but finite.
 const BUILD_LIMITS: Limits = Limits {
@@ -73,21 +77,21 @@ pub fn copy_submission(src: &Path, dst: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The environment builds run in: a minimal one, plus what toolchains need
-/// to find themselves.
-pub fn build_env(home: &Path) -> Vec<(OsString, OsString)> {
+/// The environment builds run in: a minimal one, the toolchain first on
+/// PATH, and a Cargo home of the build's own (dependencies come vendored).
+pub fn build_env(home: &Path, toolchain_bin: Option<&Path>) -> Vec<(OsString, OsString)> {
     let mut env = runner_env(home);
-    let real_home = std::env::var_os("HOME").unwrap_or_default();
-    for (key, default_dir) in [("CARGO_HOME", ".cargo"), ("RUSTUP_HOME", ".rustup")] {
-        let value = std::env::var_os(key)
-            .unwrap_or_else(|| Path::new(&real_home).join(default_dir).into_os_string());
-        env.push((key.into(), value));
-    }
-    // The grader's PATH, so the toolchain it was installed with is found.
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(bin) = toolchain_bin {
         env.retain(|(k, _)| k != "PATH");
-        env.push(("PATH".into(), path));
+        env.push((
+            "PATH".into(),
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()).into(),
+        ));
     }
+    env.push((
+        "CARGO_HOME".into(),
+        home.join(".cargo-home").into_os_string(),
+    ));
     env
 }
 
@@ -102,8 +106,19 @@ pub fn runner_env(home: &Path) -> Vec<(OsString, OsString)> {
     ]
 }
 
-/// Builds the submission copied at `dir`, with `home` as its HOME.
-pub fn build(rubric: &Rubric, dir: &Path, home: &Path) -> BuildResult {
+/// The error the sandbox's init gives when it cannot even start a command
+/// (a compiler that is not installed): the grader's problem.
+const NOT_STARTED: &str = "sandbox-init: cannot run";
+
+/// Builds the submission copied at `dir`, with `home` as its HOME, in the
+/// sandbox's area.
+pub fn build(
+    rubric: &Rubric,
+    dir: &Path,
+    home: &Path,
+    sandbox: &Sandbox,
+    area: &Area,
+) -> BuildResult {
     let names = [
         rubric.programs.mapfile.binary.as_str(),
         rubric.programs.writer.binary.as_str(),
@@ -128,10 +143,12 @@ pub fn build(rubric: &Rubric, dir: &Path, home: &Path) -> BuildResult {
             let _ = std::fs::remove_file(d.join(name));
         }
     }
-    let env = build_env(home);
+    let _ = sandbox.give(dir);
+    let _ = sandbox.give(home);
+    let env = build_env(home, sandbox.toolchain_bin().as_deref());
     let timeout = rubric.build.timeout;
     let mut step = |role: &str, argv: Vec<String>| -> Option<Finished> {
-        let spec = Spec {
+        let plain = Spec {
             role: role.to_string(),
             program: PathBuf::from(&argv[0]),
             args: argv[1..].to_vec(),
@@ -141,22 +158,37 @@ pub fn build(rubric: &Rubric, dir: &Path, home: &Path) -> BuildResult {
             held_stdin: false,
             timeout,
             limits: BUILD_LIMITS,
+            confine: Default::default(),
+            memory_cgroups: Vec::new(),
         };
-        let finished = match runner::run(spec.clone()) {
+        let spec = sandbox.contain(plain.clone(), area, Purpose::Build);
+        let finished = match runner::run(spec) {
             Ok(finished) => finished,
             Err(err) => {
-                result.runs.push(not_started(&spec, &err));
+                result.runs.push(not_started(&plain, &err));
                 result
                     .grader_error
-                    .get_or_insert_with(|| format!("could not run `{}`: {err}", spec.shown[0]));
+                    .get_or_insert_with(|| format!("could not run `{}`: {err}", plain.shown[0]));
                 return None;
             }
         };
         result.runs.push(finished.record.clone());
+        if finished.ending == Ending::Exited(127) && finished.stderr.text().starts_with(NOT_STARTED)
+        {
+            result.grader_error.get_or_insert_with(|| {
+                format!(
+                    "could not run `{}`: {}",
+                    plain.shown[0],
+                    finished.stderr.text().trim()
+                )
+            });
+            return None;
+        }
         Some(finished)
     };
 
     let mut cargo_bins = BTreeMap::new();
+    let mut vendor_run = None;
     let mut failure_note = String::new();
     if let Some(command) = &rubric.build.command {
         result.method = "rubric".into();
@@ -173,15 +205,34 @@ pub fn build(rubric: &Rubric, dir: &Path, home: &Path) -> BuildResult {
         }
     } else if dir.join("Cargo.toml").is_file() {
         result.method = "cargo".into();
-        let argv = [
-            "cargo",
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
+        // Dependencies are fetched now, by the grader, into the copy; the
+        // build itself runs offline.
+        vendor_run = vendor(sandbox, dir, home, timeout);
+        let vendored = sandbox.build_path(dir, VENDOR_DIR);
+        let argv = vec![
+            "cargo".to_string(),
+            "build".into(),
+            "--release".into(),
+            "--offline".into(),
+            "--message-format=json-render-diagnostics".into(),
+            "--config".into(),
+            "source.crates-io.replace-with=\"labgrade-vendored\"".into(),
+            "--config".into(),
+            format!(
+                "source.labgrade-vendored.directory=\"{}\"",
+                vendored.display()
+            ),
         ];
-        if let Some(f) = step("build", argv.map(String::from).to_vec()) {
+        if let Some(f) = step("build", argv) {
             failure_note = failure(&f);
-            cargo_bins = cargo_executables(&f.stdout.text());
+            let inside = sandbox.build_path(dir, "");
+            cargo_bins = cargo_executables(&f.stdout.text())
+                .into_iter()
+                .map(|(name, path)| match path.strip_prefix(&inside) {
+                    Ok(rel) => (name, dir.join(rel)),
+                    Err(_) => (name, path),
+                })
+                .collect();
         }
     } else if dir.join("CMakeLists.txt").is_file() {
         result.method = "cmake".into();
@@ -239,6 +290,9 @@ pub fn build(rubric: &Rubric, dir: &Path, home: &Path) -> BuildResult {
         }
     }
 
+    if let Some(run) = vendor_run {
+        result.runs.insert(0, run);
+    }
     for name in names {
         if result.programs.contains_key(name) {
             continue;
@@ -296,6 +350,7 @@ fn not_started(spec: &Spec, err: &std::io::Error) -> RunRecord {
         wall_ms: 0,
         peak_rss_kib: None,
         left_behind: 0,
+        limits_hit: Vec::new(),
     }
 }
 
@@ -389,4 +444,43 @@ fn visit_sources(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &str)) {
             f(&rel, &text);
         }
     }
+}
+
+/// `cargo vendor` in the submission's copy, run by the grader (it runs no
+/// code of the learner's, and needs the network the build will not have),
+/// with the toolchain's own cargo: a rust-toolchain file cannot pick
+/// another, and no wrapper the submission configures is run.
+fn vendor(
+    sandbox: &Sandbox,
+    dir: &Path,
+    home: &Path,
+    timeout: std::time::Duration,
+) -> Option<RunRecord> {
+    let toolchain = sandbox.toolchain()?;
+    let mut env: Vec<(OsString, OsString)> = runner_env(home);
+    for key in ["PATH", "HOME", "CARGO_HOME"] {
+        if let Some(value) = std::env::var_os(key) {
+            env.retain(|(k, _)| k != key);
+            env.push((key.into(), value));
+        }
+    }
+    env.push(("RUSTC".into(), toolchain.join("bin/rustc").into_os_string()));
+    env.push(("RUSTC_WRAPPER".into(), "".into()));
+    let spec = Spec {
+        role: "vendor".into(),
+        program: toolchain.join("bin/cargo"),
+        args: vec!["vendor".into(), "--quiet".into(), VENDOR_DIR.into()],
+        shown: vec!["cargo".into(), "vendor".into(), VENDOR_DIR.into()],
+        dir: dir.to_path_buf(),
+        env,
+        held_stdin: false,
+        timeout,
+        limits: BUILD_LIMITS,
+        confine: Default::default(),
+        memory_cgroups: Vec::new(),
+    };
+    let record = runner::run(spec).ok().map(|f| f.record);
+    // The build (as the learner's uid) must be able to write beside it.
+    let _ = sandbox.give(dir);
+    record
 }

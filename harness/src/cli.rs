@@ -12,6 +12,8 @@ use mmap_lab::{RegionArgs, reader, writer};
 use crate::grade::{self, Options};
 use crate::report::{Format, Human, Json};
 use crate::rubric::Rubric;
+use crate::runner;
+use crate::sandbox::{self, Level};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +33,18 @@ enum Cmd {
     /// The reference programs, run as peers of a learner's.
     #[command(hide = true, subcommand)]
     Ref(RefCmd),
+    /// The first process inside a learner's sandbox (internal).
+    #[command(hide = true)]
+    SandboxInit {
+        /// Become this "UID:GID" before running the program.
+        #[arg(long)]
+        uid: Option<String>,
+        /// Report leftovers and the program's ending on this descriptor.
+        #[arg(long)]
+        status_fd: Option<i32>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -54,6 +68,14 @@ struct GradeArgs {
     /// Include checks the rubric hides from learners.
     #[arg(long)]
     show_hidden: bool,
+    /// The strongest isolation to use; the strongest that works here, up
+    /// to this, is used and named in the report.
+    #[arg(long, value_enum, default_value_t = Level::Full)]
+    isolation: Level,
+    /// The job slot of this grading (each slot runs learner code as its
+    /// own unprivileged uid).
+    #[arg(long, default_value_t = 0, hide = true)]
+    slot: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -88,6 +110,11 @@ pub fn main() -> ExitCode {
                 )
             }),
         ),
+        Cmd::SandboxInit {
+            uid,
+            status_fd,
+            argv,
+        } => sandbox::init::run(uid.as_deref(), status_fd, &argv),
         Cmd::Ref(RefCmd::Reader { args }) => finish(
             "reference shm_reader",
             RegionArgs::parse(args, SHM_MESSAGE)
@@ -103,6 +130,14 @@ fn cannot(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn grade_command(args: GradeArgs) -> ExitCode {
+    // While labgrade is still a single thread: its own mount namespace (as
+    // root), then the reaper role, then a thread that turns SIGINT and
+    // SIGTERM into an orderly stop with a report.
+    let private_mounts = sandbox::enter_private_mounts();
+    if let Err(e) = runner::become_subreaper() {
+        eprintln!("labgrade: warning: cannot reap orphans ({e}); escaped processes may survive");
+    }
+    watch_signals();
     let rubric = match &args.rubric {
         Some(path) => match Rubric::load(path) {
             Ok(r) => r,
@@ -113,7 +148,11 @@ fn grade_command(args: GradeArgs) -> ExitCode {
     let options = Options {
         only: args.only,
         show_hidden: args.show_hidden,
+        isolation: args.isolation,
+        slot: args.slot,
+        private_mounts,
     };
+    watch_deadline(rubric.deadline);
     let report = match grade::grade(&args.dir, &rubric, &options) {
         Ok(report) => report,
         Err(e) => return cannot(e),
@@ -136,4 +175,30 @@ fn grade_command(args: GradeArgs) -> ExitCode {
         return cannot(format!("cannot write the report: {e}"));
     }
     ExitCode::from(report.exit_code())
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill every learner process and let the
+/// grading finish with what it knows (the rest marked as not run).
+fn watch_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = runner::signal_name(sig);
+            runner::abort_all(&format!("the grader was interrupted ({name})"));
+        }
+    });
+}
+
+/// After the rubric's overall deadline, stop as on an interrupt.
+fn watch_deadline(deadline: std::time::Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        runner::abort_all(&format!(
+            "the rubric's overall deadline ({}) passed",
+            humantime::format_duration(deadline)
+        ));
+    });
 }

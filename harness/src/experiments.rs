@@ -27,18 +27,6 @@ fn start(spec: Spec) -> Result<Running, GraderError> {
     runner::start(spec).map_err(|e| GraderError(format!("could not start `{shown}`: {e}")))
 }
 
-/// Runs `spec`, under strace when `trace` is given and tracing works.
-fn traced(session: &mut Session, spec: Spec, label: &str, trace: bool) -> (Spec, Option<PathBuf>) {
-    if !trace {
-        return (spec, None);
-    }
-    let out = session.trace_path(label);
-    match session.tracer.wrap(&spec, &out) {
-        Some(wrapped) => (wrapped, Some(out)),
-        None => (spec, None),
-    }
-}
-
 fn read_trace(path: Option<PathBuf>) -> Option<Trace> {
     path.and_then(|p| Trace::read(&p).ok())
 }
@@ -69,7 +57,7 @@ pub fn mapfile(session: &mut Session) -> Result<Rc<MapfileOutcome>, GraderError>
     }
     let spec = session.mapfile_spec();
     let dir = spec.dir.clone();
-    let (spec, trace_path) = traced(session, spec, "mapfile", true);
+    let (spec, trace_path) = session.prepare(spec, "mapfile", true);
     let run = start(spec)?.finish();
     let file = read_datafile(&dir, &session.rubric.file.name);
     let outcome = Rc::new(MapfileOutcome {
@@ -135,6 +123,7 @@ pub fn no_writer(
     make_absent(&path)?;
     let mut spec = session.reader_spec(Who::Learner, &name, session.rubric.region.size);
     spec.timeout = timeout;
+    let (spec, _) = session.prepare(spec, "reader", false);
     let run = start(spec)?.finish();
     let created = region::peek(&path, 64).ok().flatten();
     make_absent(&path)?;
@@ -296,7 +285,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     let mut early_reader = None;
     if reader_first && let Some(who) = plan.reader {
         let spec = session.reader_spec(who, &reader_name, plan.size);
-        let (spec, tpath) = traced(session, spec, "reader", plan.trace);
+        let (spec, tpath) = session.prepare(spec, "reader", plan.trace);
         let mut running = start(spec)?;
         running.wait_exit(rubric.region.reader_delay);
         early_reader = Some((running, tpath));
@@ -309,7 +298,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
         &plan.message,
         WRITER_BACKSTOP,
     );
-    let (spec, writer_tpath) = traced(session, spec, "writer", plan.trace);
+    let (spec, writer_tpath) = session.prepare(spec, "writer", plan.trace);
     let mut writer = start(spec)?;
 
     // 1. Readiness, as the rubric defines it.
@@ -374,7 +363,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     let names_seen = if ready {
         Vec::new()
     } else {
-        region::names_in(&session.shm_dir)
+        region::names_in(session.shm_dir())
     };
 
     // 2. While the writer holds the region: measure, then the reader.
@@ -398,7 +387,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
             std::thread::sleep(Duration::from_micros(pause));
         }
         let spec = session.reader_spec(who, &reader_name, plan.size);
-        let (spec, tpath) = traced(session, spec, "reader", plan.trace);
+        let (spec, tpath) = session.prepare(spec, "reader", plan.trace);
         reader = Some(start(spec)?.finish());
         reader_tpath = tpath;
     }

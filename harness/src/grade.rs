@@ -15,14 +15,34 @@ use crate::report::{
     RubricInfo, SCHEMA_VERSION, SubmissionInfo,
 };
 use crate::rubric::Rubric;
+use crate::sandbox::{Level, Sandbox};
 use crate::session::Session;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Run only these checks (and what they need); report only these.
     pub only: Vec<String>,
     /// Show checks the rubric hides from learners.
     pub show_hidden: bool,
+    /// The strongest isolation to use (the strongest that works is used).
+    pub isolation: Level,
+    /// Which job slot this grading is (picks its unprivileged uid).
+    pub slot: u32,
+    /// Whether the grader has its own mount namespace (see
+    /// `sandbox::enter_private_mounts`).
+    pub private_mounts: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            only: Vec::new(),
+            show_hidden: false,
+            isolation: Level::Full,
+            slot: 0,
+            private_mounts: false,
+        }
+    }
 }
 
 /// Grades the submission in `dir`. An `Err` means nothing could be graded
@@ -43,12 +63,16 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
         .prefix("labgrade-")
         .tempdir()
         .map_err(|e| format!("cannot create a working directory: {e}"))?;
+    let sandbox = Sandbox::probe(options.isolation, options.slot, options.private_mounts);
+    let area = sandbox
+        .area(run_dir.path(), options.private_mounts)
+        .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
     let src = run_dir.path().join("submission");
     let home = run_dir.path().join("home");
     std::fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
     build::copy_submission(dir, &src).map_err(|e| format!("cannot copy {}: {e}", dir.display()))?;
 
-    let built = build::build(rubric, &src, &home);
+    let built = build::build(rubric, &src, &home, &sandbox, &area);
     let build_info = BuildInfo {
         method: built.method.clone(),
         programs: built
@@ -77,11 +101,14 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
     let mut session = Session::new(
         rubric,
         built,
-        run_dir.path().to_path_buf(),
+        &sandbox,
+        &area,
         Tracer::probe(),
         seed(&submission_sha, &rubric.sha256),
     );
     let judged = judge::judge(&mut session, &to_run);
+    drop(session);
+    sandbox.finish();
 
     let mut checks = Vec::new();
     let mut hidden = 0;
@@ -132,11 +159,9 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
             arch: std::env::consts::ARCH.into(),
         },
         isolation: IsolationInfo {
-            level: "minimal".into(),
-            degraded: true,
-            notes: vec![
-                "no sandbox: process groups, limits and a lock per region name only".into(),
-            ],
+            level: sandbox.level.name().into(),
+            degraded: sandbox.level == Level::Minimal,
+            notes: sandbox.notes.clone(),
         },
         score: checks.iter().map(|c| c.score).sum(),
         max_score: checks.iter().map(|c| c.max_score).sum(),

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::checks::{self, Status, Verdict};
 use crate::rubric::{CheckConfig, Rubric};
+use crate::runner;
 use crate::session::Session;
 
 /// A check's verdict, with its score.
@@ -60,7 +61,16 @@ pub fn judge<'r>(session: &mut Session<'r>, run: &HashSet<String>) -> Vec<Judged
             continue;
         }
         let started = Instant::now();
-        let verdict = verdict_for(session, check, &done);
+        let mut verdict = match runner::aborted() {
+            Some(reason) => Verdict::error(format!("not run: {reason}")),
+            None => verdict_for(session, check, &done),
+        };
+        // A check cut short by an abort says nothing about the learner.
+        if verdict.status != Status::Error
+            && let Some(reason) = runner::aborted()
+        {
+            verdict = Verdict::error(format!("cut short: {reason}")).runs(verdict.runs);
+        }
         let out_of_max = verdict.status == Status::Error || verdict.environment;
         done.insert(check.id(), (verdict.status, out_of_max));
         let max_score = if out_of_max { 0.0 } else { check.points() };

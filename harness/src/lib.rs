@@ -17,4 +17,5 @@ pub mod observe;
 pub mod report;
 pub mod rubric;
 pub mod runner;
+pub mod sandbox;
 pub mod session;

@@ -46,6 +46,10 @@ pub struct Rubric {
     pub version: u32,
     #[serde(default)]
     pub title: String,
+    /// The whole grading's deadline: checks not done by then are reported
+    /// as not run (a grader error, never the learner's).
+    #[serde(default = "default_deadline", deserialize_with = "duration")]
+    pub deadline: Duration,
     #[serde(default)]
     pub build: BuildConfig,
     #[serde(default)]
@@ -381,6 +385,10 @@ pub struct CheckConfig {
     /// Filled in by validation from `kind` (or `id`).
     #[serde(skip, default = "default_kind")]
     pub resolved: Kind,
+}
+
+fn default_deadline() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_kind() -> Kind {

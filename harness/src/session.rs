@@ -13,6 +13,7 @@ use crate::observe::region;
 use crate::observe::trace::Tracer;
 use crate::rubric::{Rubric, fill};
 use crate::runner::{Limits, Spec};
+use crate::sandbox::{Area, Purpose, Sandbox};
 
 /// Limits for the learner's programs at run time. The file size allows the
 /// largest region a rubric asks for (ftruncate counts against it).
@@ -34,8 +35,9 @@ pub struct Session<'r> {
     pub build: BuildResult,
     /// This grading's private directory (work dirs, traces).
     pub run_dir: PathBuf,
-    /// Where shared memory objects appear as files.
-    pub shm_dir: PathBuf,
+    /// How learner code is contained, and this grading's area.
+    pub sandbox: &'r Sandbox,
+    pub area: &'r Area,
     pub tracer: Tracer,
     pub rng: fastrand::Rng,
     /// labgrade itself, which carries the reference programs.
@@ -50,18 +52,20 @@ impl<'r> Session<'r> {
     pub fn new(
         rubric: &'r Rubric,
         build: BuildResult,
-        run_dir: PathBuf,
+        sandbox: &'r Sandbox,
+        area: &'r Area,
         tracer: Tracer,
         seed: u64,
     ) -> Session<'r> {
         Session {
             rubric,
             build,
-            run_dir,
-            shm_dir: PathBuf::from(region::SYSTEM_SHM_DIR),
+            run_dir: area.dir.clone(),
+            sandbox,
+            area,
             tracer,
             rng: fastrand::Rng::with_seed(seed),
-            labgrade: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("labgrade")),
+            labgrade: area.labgrade.clone(),
             next_dir: 0,
             mapfile: None,
             no_writer: HashMap::new(),
@@ -71,13 +75,34 @@ impl<'r> Session<'r> {
 
     /// The file behind a region name, wherever this run keeps regions.
     pub fn region_path(&self, name: &str) -> PathBuf {
-        region::region_path(&self.shm_dir, name)
+        region::region_path(&self.area.shm_dir, name)
+    }
+
+    /// Where this grading's regions appear as files.
+    pub fn shm_dir(&self) -> &Path {
+        &self.area.shm_dir
     }
 
     /// Whether regions live in the machine-wide shm directory, where fixed
     /// names must be locked against other gradings.
     pub fn shared_shm_dir(&self) -> bool {
-        self.shm_dir == Path::new(region::SYSTEM_SHM_DIR)
+        !self.area.private_shm
+    }
+
+    /// `spec` as it really runs: contained at this grading's level, and,
+    /// when `trace` is asked for and possible, under strace (outside the
+    /// sandbox, where the program cannot reach its trace). Returns the
+    /// trace's path too.
+    pub fn prepare(&mut self, spec: Spec, label: &str, trace: bool) -> (Spec, Option<PathBuf>) {
+        let spec = self.sandbox.contain(spec, self.area, Purpose::Run);
+        if !trace {
+            return (spec, None);
+        }
+        let out = self.trace_path(label);
+        match self.tracer.wrap(&spec, &out) {
+            Some(wrapped) => (wrapped, Some(out)),
+            None => (spec, None),
+        }
     }
 
     /// A new empty directory inside the run, e.g. a program's working dir.
@@ -115,6 +140,8 @@ impl<'r> Session<'r> {
             held_stdin,
             timeout,
             limits: RUN_LIMITS,
+            confine: Default::default(),
+            memory_cgroups: Vec::new(),
         }
     }
 

@@ -41,15 +41,19 @@ impl Format for Human {
             report.build.method
         )?;
         let iso = &report.isolation;
+        let notes = if iso.notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", iso.notes.join("; "))
+        };
         if iso.degraded {
             writeln!(
                 out,
-                "{YELLOW}isolation: {} — DEGRADED: {}{YELLOW:#}",
-                iso.level,
-                iso.notes.join("; ")
+                "{YELLOW}isolation: {} — DEGRADED{notes}{YELLOW:#}",
+                iso.level
             )?;
         } else {
-            writeln!(out, "{DIM}isolation: {}{DIM:#}", iso.level)?;
+            writeln!(out, "{DIM}isolation: {}{notes}{DIM:#}", iso.level)?;
         }
         if let Some(error) = &report.error {
             writeln!(out, "\n{RED}! could not grade: {error}{RED:#}")?;

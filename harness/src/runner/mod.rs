@@ -12,11 +12,13 @@ mod capture;
 #[cfg(unix)]
 mod unix;
 
+use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,8 @@ use serde::Serialize;
 pub use capture::{Capture, Captured};
 #[cfg(unix)]
 pub use unix::{
-    Limits, SIGBUS, SIGINT, SIGKILL, SIGSEGV, SIGTERM, SIGXCPU, SIGXFSZ, peak_rss_kib, signal_name,
+    Confinement, Limits, SIGBUS, SIGINT, SIGKILL, SIGSEGV, SIGTERM, SIGXCPU, SIGXFSZ,
+    become_subreaper, peak_rss_kib, signal_name,
 };
 
 /// How much of each stream is kept; the rest is only counted.
@@ -34,6 +37,36 @@ pub const OUTPUT_LIMIT: usize = 64 * 1024;
 pub const EXCERPT_LIMIT: usize = 2 * 1024;
 /// Between SIGTERM and SIGKILL when a process has to be stopped.
 pub const GRACE: Duration = Duration::from_millis(200);
+
+/// Children the runner started and has not reaped yet: the orphan sweep
+/// never touches these, and an abort kills them all.
+static LIVE: LazyLock<Mutex<HashSet<u32>>> = LazyLock::new(Default::default);
+/// Set when grading must stop (interrupted, or past its overall deadline).
+static ABORT: Mutex<Option<String>> = Mutex::new(None);
+
+fn live() -> MutexGuard<'static, HashSet<u32>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stops everything: every running learner process is killed, and no new
+/// one starts. `reason` says why, for the report.
+pub fn abort_all(reason: &str) {
+    ABORT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(|| reason.to_string());
+    for &pid in live().iter() {
+        for p in unix::process_tree(pid) {
+            unix::signal_process(p, SIGKILL);
+        }
+        unix::signal_group(pid, SIGKILL);
+    }
+}
+
+/// Why grading was aborted, if it was.
+pub fn aborted() -> Option<String> {
+    ABORT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// What to run, and how.
 #[derive(Debug, Clone)]
@@ -52,6 +85,10 @@ pub struct Spec {
     /// Wall-clock limit for the whole run.
     pub timeout: Duration,
     pub limits: Limits,
+    /// What the sandbox adds: uid, cgroups, process limits.
+    pub confine: Confinement,
+    /// Memory cgroups the process runs in, to tell a memory-limit kill.
+    pub memory_cgroups: Vec<PathBuf>,
 }
 
 /// How a run ended.
@@ -91,8 +128,11 @@ pub struct RunRecord {
     pub stderr: StreamRecord,
     pub wall_ms: u64,
     pub peak_rss_kib: Option<u64>,
-    /// Processes of its group still alive after it ended (then killed).
+    /// Learner processes still alive after it ended (then killed): in its
+    /// process group, re-parented orphans, or left in its sandbox.
     pub left_behind: u32,
+    /// Limits it ran into: "output", "memory", "cpu", "file size".
+    pub limits_hit: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +182,8 @@ pub struct Finished {
 pub struct Running {
     spec: Spec,
     pid: u32,
+    /// Where the sandbox's init reports processes it found left behind.
+    status: Option<os_pipe::PipeReader>,
     stdin: Option<os_pipe::PipeWriter>,
     stdout: Capture,
     stderr: Capture,
@@ -155,6 +197,9 @@ pub struct Running {
 /// Starts `spec`. An error here is the grader's (or the system's), not the
 /// learner's: the program could not even be started.
 pub fn start(spec: Spec) -> std::io::Result<Running> {
+    if let Some(reason) = aborted() {
+        return Err(std::io::Error::other(format!("not started: {reason}")));
+    }
     let (out_read, out_write) = os_pipe::pipe()?;
     let (err_read, err_write) = os_pipe::pipe()?;
     // As an OsString, a bare name like `cc` is looked up in PATH (duct
@@ -173,16 +218,30 @@ pub fn start(spec: Spec) -> std::io::Result<Running> {
     } else {
         expr = expr.stdin_null();
     }
+    let status = if spec.confine.status_pipe {
+        Some(os_pipe::pipe()?)
+    } else {
+        None
+    };
+    let status_fd = status.as_ref().map(|(_, w)| w.as_raw_fd());
     let limits = spec.limits;
+    let confine = spec.confine.clone();
     let expr = expr.before_spawn(move |cmd| {
-        unix::prepare(cmd, limits);
+        unix::prepare(cmd, limits, &confine, status_fd);
         Ok(())
     });
     let started = Instant::now();
-    let handle = Arc::new(expr.start()?);
+    let handle = {
+        // Registered before anyone can sweep: the lock is held across spawn.
+        let mut live = live();
+        let handle = Arc::new(expr.start()?);
+        live.insert(handle.pids()[0]);
+        handle
+    };
     // The expression held our copies of the pipes' write ends; with it gone,
     // end of file comes when the child's side closes.
     drop(expr);
+    let status = status.map(|(r, _w)| r);
     let pid = handle.pids()[0];
 
     let (tx, exits) = channel();
@@ -192,10 +251,12 @@ pub fn start(spec: Spec) -> std::io::Result<Running> {
             let _ = tx.send(exit);
         }
         let _ = reaper.wait(); // now reap it
+        live().remove(&pid);
     });
 
     Ok(Running {
         pid,
+        status,
         stdin,
         stdout: Capture::spawn(out_read, OUTPUT_LIMIT),
         stderr: Capture::spawn(err_read, OUTPUT_LIMIT),
@@ -263,12 +324,13 @@ impl Running {
         self.stdin = None;
     }
 
-    /// Sends a signal to its process group: the program and anything it
-    /// started. (Under strace, which blocks fatal signals while it traces
-    /// into a file, this reaches the program itself.)
+    /// Sends a signal to the learner's processes: the program and anything
+    /// it started, not the sandbox or tracer around them.
     pub fn signal(&self, signal: i32) {
         if self.exit.is_none() {
-            unix::signal_group(self.pid, signal);
+            for p in learner_processes(self.pid) {
+                unix::signal_process(p, signal);
+            }
         }
     }
 
@@ -279,7 +341,10 @@ impl Running {
 
     /// Peak resident memory so far, while it is alive.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        peak_rss_kib(self.pid)
+        learner_processes(self.pid)
+            .into_iter()
+            .filter_map(peak_rss_kib)
+            .max()
     }
 
     /// Waits for it to end until its deadline, stopping it there.
@@ -321,6 +386,18 @@ impl Running {
         if !left.is_empty() {
             unix::signal_group(self.pid, SIGKILL);
         }
+        // Orphans that escaped the group (setsid, double fork) were
+        // re-parented to the grader: kill and reap them.
+        let escaped = unix::sweep_orphans(&live());
+        // Inside a sandbox, its init reports what the program left behind,
+        // and how it really ended (the sandbox turns a signal into 128+N).
+        let report = self.status.take().and_then(read_status);
+        let in_sandbox = report.map_or(0, |r| r.left);
+        if let (Some(r), Some(exit)) = (report, self.exit.as_mut()) {
+            exit.code = r.code;
+            exit.signal = r.signal;
+            exit.peak_rss_kib = r.peak_kib.or(exit.peak_rss_kib);
+        }
         // Output written just before the exit is still in the pipes.
         let deadline = Instant::now() + GRACE;
         self.stdout.wait_eof(deadline);
@@ -355,7 +432,8 @@ impl Running {
             stderr: StreamRecord::from(&stderr),
             wall_ms: ended.duration_since(self.started).as_millis() as u64,
             peak_rss_kib: raw.and_then(|e| e.peak_rss_kib),
-            left_behind: left.len() as u32,
+            left_behind: left.len() as u32 + escaped + in_sandbox,
+            limits_hit: limits_hit(&self.spec, raw, &stdout, &stderr),
         };
         Finished {
             ending,
@@ -374,4 +452,113 @@ impl Drop for Running {
             unix::signal_group(self.pid, SIGKILL);
         }
     }
+}
+
+/// The processes under `root` that are the learner's: not the sandbox, not
+/// the tracer, not labgrade's own helper (recognised by the file they run,
+/// whatever path the sandbox shows it under).
+fn learner_processes(root: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let identity =
+        |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let me = std::env::current_exe().ok().and_then(|exe| identity(&exe));
+    unix::process_tree(root)
+        .into_iter()
+        .filter(|&p| {
+            let exe = PathBuf::from(format!("/proc/{p}/exe"));
+            let name = std::fs::read_link(&exe).ok();
+            let name = name
+                .as_ref()
+                .and_then(|n| n.file_name())
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            name != "bwrap" && name != "strace" && identity(&exe).is_some() && identity(&exe) != me
+        })
+        .collect()
+}
+
+/// Which limits a finished run ran into.
+fn limits_hit(
+    spec: &Spec,
+    raw: Option<unix::RawExit>,
+    stdout: &Captured,
+    stderr: &Captured,
+) -> Vec<String> {
+    let mut hit = Vec::new();
+    for (name, stream) in [("stdout", stdout), ("stderr", stderr)] {
+        if stream.total > OUTPUT_LIMIT as u64 {
+            hit.push(format!(
+                "output: {} bytes on {name}, first {} kept",
+                stream.total, OUTPUT_LIMIT
+            ));
+        }
+    }
+    match raw.and_then(|e| e.signal) {
+        Some(SIGXCPU) => hit.push(format!("cpu: {} s of CPU time", spec.limits.cpu_secs)),
+        Some(SIGXFSZ) => hit.push(format!("file size: {} bytes", spec.limits.file_bytes)),
+        _ => {}
+    }
+    if spec.memory_cgroups.iter().any(|dir| oom_killed(dir)) {
+        hit.push("memory: killed at the memory limit".to_string());
+    }
+    hit
+}
+
+/// Whether the kernel killed something in this memory cgroup for memory.
+fn oom_killed(dir: &std::path::Path) -> bool {
+    ["memory.events", "memory.oom_control"].iter().any(|file| {
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+/// What the sandbox's init reported about the program.
+#[derive(Debug, Clone, Copy)]
+struct SandboxReport {
+    left: u32,
+    code: Option<i32>,
+    signal: Option<i32>,
+    peak_kib: Option<u64>,
+}
+
+/// Reads the sandbox init's report, `LEFT exit|signal N PEAK_KIB`, waiting
+/// at most a moment for it.
+fn read_status(mut pipe: os_pipe::PipeReader) -> Option<SandboxReport> {
+    // SAFETY: making our own pipe end non-blocking.
+    unsafe {
+        let fd = pipe.as_raw_fd();
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut text = String::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => break,
+        }
+    }
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let left = fields.first()?.parse().ok()?;
+    let value = fields.get(2).and_then(|v| v.parse::<i32>().ok());
+    let signalled = fields.get(1) == Some(&"signal");
+    Some(SandboxReport {
+        left,
+        code: if signalled { None } else { value },
+        signal: if signalled { value } else { None },
+        peak_kib: fields.get(3).and_then(|v| v.parse().ok()),
+    })
 }

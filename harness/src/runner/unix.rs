@@ -2,9 +2,13 @@
 //! limits set between fork and exec, group signals, and waiting for an exit
 //! without reaping it, so that its resource usage can be read first.
 
+use std::collections::HashSet;
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::Arc;
 
 use rustix::process::{Pid, Resource, Rlimit, Signal, kill_process_group, setrlimit};
 
@@ -19,14 +23,38 @@ pub struct Limits {
     pub open_files: u64,
 }
 
+/// What a sandbox adds to a process, applied between fork and exec.
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// Run as this unprivileged (uid, gid).
+    pub uid: Option<(u32, u32)>,
+    /// Processes the uid may have (RLIMIT_NPROC; only enforced for a uid
+    /// other than root).
+    pub processes: Option<u64>,
+    /// Address space (RLIMIT_AS), where no memory cgroup can be had.
+    pub address_space: Option<u64>,
+    /// Open `cgroup.procs` files to join (writing "0" moves the writer).
+    pub cgroups: Vec<Arc<File>>,
+    /// Hand the child a pipe as fd 3, for the sandbox's init to report on.
+    pub status_pipe: bool,
+}
+
 /// Puts the child in a process group of its own (so it and everything it
-/// starts can be signalled together), with limits and no core dumps.
-pub fn prepare(cmd: &mut Command, limits: Limits) {
+/// starts can be signalled together), in its cgroups, with limits, no core
+/// dumps, and its unprivileged uid. `status_fd` becomes its fd 3.
+pub fn prepare(cmd: &mut Command, limits: Limits, confine: &Confinement, status_fd: Option<RawFd>) {
     cmd.process_group(0);
+    let cgroups: Vec<RawFd> = confine.cgroups.iter().map(|f| f.as_raw_fd()).collect();
+    let confine = confine.clone();
     // SAFETY: the closure only makes async-signal-safe system calls; it
-    // does not allocate or take locks.
+    // does not allocate or take locks (`cgroups` was collected before fork).
     unsafe {
         cmd.pre_exec(move || {
+            for &fd in &cgroups {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             let set = |resource, soft: u64, hard: u64| {
                 setrlimit(
                     resource,
@@ -40,6 +68,28 @@ pub fn prepare(cmd: &mut Command, limits: Limits) {
             set(Resource::Cpu, limits.cpu_secs, limits.cpu_secs + 1)?;
             set(Resource::Fsize, limits.file_bytes, limits.file_bytes)?;
             set(Resource::Nofile, limits.open_files, limits.open_files)?;
+            if let Some(n) = confine.processes {
+                set(Resource::Nproc, n, n)?;
+            }
+            if let Some(bytes) = confine.address_space {
+                set(Resource::As, bytes, bytes)?;
+            }
+            if let Some(fd) = status_fd {
+                if fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid)) = confine.uid
+                && (libc::setgroups(0, std::ptr::null()) == -1
+                    || libc::setgid(gid) == -1
+                    || libc::setuid(uid) == -1)
+            {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -153,18 +203,8 @@ pub fn group_members(pgid: u32, except: u32) -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&p| p != except)
         .filter(|&p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // Fields after the command name, which is in parentheses
-                    // and may itself hold spaces: state, ppid, pgrp, ...
-                    let rest = &stat[stat.rfind(')')? + 2..];
-                    let mut fields = rest.split(' ');
-                    let state = fields.next()?;
-                    let pgrp: u32 = fields.nth(1)?.parse().ok()?;
-                    Some(pgrp == pgid && state != "Z" && state != "X")
-                })
-                .unwrap_or(false)
+            stat_fields(p)
+                .is_some_and(|(state, _, pgrp)| pgrp == pgid && state != "Z" && state != "X")
         })
         .collect()
 }
@@ -190,14 +230,26 @@ pub fn waiting_for_stdin(pid: u32) -> bool {
     const READ: &str = "63";
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     const READ: &str = "none";
+    process_tree(pid).into_iter().any(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/syscall")).is_ok_and(|call| {
+            let mut fields = call.split_whitespace();
+            fields.next() == Some(READ) && fields.next() == Some("0x0")
+        })
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn waiting_for_stdin(_pid: u32) -> bool {
+    false
+}
+
+/// `pid` and every live process below it, parents first.
+#[cfg(target_os = "linux")]
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = Vec::new();
     let mut todo = vec![pid];
     while let Some(p) = todo.pop() {
-        if let Ok(call) = std::fs::read_to_string(format!("/proc/{p}/syscall")) {
-            let mut fields = call.split_whitespace();
-            if fields.next() == Some(READ) && fields.next() == Some("0x0") {
-                return true;
-            }
-        }
+        tree.push(p);
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
             todo.extend(
                 children
@@ -206,12 +258,81 @@ pub fn waiting_for_stdin(pid: u32) -> bool {
             );
         }
     }
-    false
+    tree
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn waiting_for_stdin(_pid: u32) -> bool {
-    false
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    vec![pid]
+}
+
+/// Makes this process the reaper of its orphaned descendants, so that a
+/// learner process that double-forks or calls setsid() is re-parented here
+/// and can be found and killed.
+#[cfg(target_os = "linux")]
+pub fn become_subreaper() -> io::Result<()> {
+    rustix::process::set_child_subreaper(rustix::process::getpid().into())?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn become_subreaper() -> io::Result<()> {
+    Ok(())
+}
+
+/// Kills and reaps the orphans re-parented to this process: its children
+/// that are not among `known` (children the runner started and is waiting
+/// for, never touched here). Each is reaped by its own pid, so no other
+/// child's exit status is ever taken. Returns how many were still alive.
+#[cfg(target_os = "linux")]
+pub fn sweep_orphans(known: &HashSet<u32>) -> u32 {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut alive = 0;
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if known.contains(&pid) {
+            continue;
+        }
+        let Some((state, ppid, _)) = stat_fields(pid) else {
+            continue;
+        };
+        if ppid != me {
+            continue;
+        }
+        if state != "Z" {
+            alive += 1;
+            signal_process(pid, SIGKILL);
+        }
+        // SAFETY: reaping one specific orphan of ours.
+        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+    }
+    alive
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn sweep_orphans(_known: &HashSet<u32>) -> u32 {
+    0
+}
+
+/// State letter, parent pid and process group from /proc/PID/stat.
+fn stat_fields(pid: u32) -> Option<(String, u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.to_string();
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+/// Sends `signal` to one process.
+pub fn signal_process(target: u32, signal: i32) {
+    if let (Some(pid), Some(sig)) = (pid(target), Signal::from_named_raw(signal)) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
 }
 
 /// Peak resident memory (VmHWM) of a live process, in KiB.

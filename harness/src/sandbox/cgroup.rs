@@ -1,0 +1,115 @@
+//! Per-process cgroups, where the grader may create them (usually as root):
+//! a memory limit that counts what RLIMIT_AS cannot (shared memory pages),
+//! and a process limit that holds whatever uid runs the code. Both cgroup
+//! v2 (one hierarchy) and v1 (a hierarchy per controller) are handled.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::Budget;
+
+/// Where labgrade's cgroups go.
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    /// cgroup v2: one parent with the memory and pids controllers.
+    V2 { parent: PathBuf },
+    /// cgroup v1: a parent in the memory and in the pids hierarchy.
+    V1 { memory: PathBuf, pids: PathBuf },
+}
+
+/// One process's cgroups, joined by writing "0" to each `cgroup.procs`.
+pub struct Group {
+    pub procs: Vec<Arc<File>>,
+    pub memory_dirs: Vec<PathBuf>,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Cgroups {
+    /// Finds a place labgrade can create cgroups in, or None.
+    pub fn probe() -> Option<Cgroups> {
+        let v2 = Path::new("/sys/fs/cgroup");
+        if std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory") && c.contains("pids"))
+        {
+            let parent = v2.join("labgrade");
+            if std::fs::create_dir_all(&parent).is_ok()
+                && std::fs::write(v2.join("cgroup.subtree_control"), "+memory +pids").is_ok()
+                && std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids").is_ok()
+            {
+                return Some(Cgroups::V2 { parent });
+            }
+        }
+        let memory = v2.join("memory/labgrade");
+        let pids = v2.join("pids/labgrade");
+        (std::fs::create_dir_all(&memory).is_ok() && std::fs::create_dir_all(&pids).is_ok())
+            .then_some(Cgroups::V1 { memory, pids })
+    }
+
+    /// A fresh cgroup (or pair) for one process, with the budget's limits.
+    pub fn create(&self, budget: Budget) -> std::io::Result<Group> {
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        match self {
+            Cgroups::V2 { parent } => {
+                let dir = parent.join(name);
+                std::fs::create_dir(&dir)?;
+                write(&dir.join("memory.max"), budget.memory_bytes)?;
+                write(&dir.join("memory.swap.max"), 0).ok();
+                write(&dir.join("pids.max"), budget.processes)?;
+                Ok(Group {
+                    procs: vec![Arc::new(
+                        File::options().write(true).open(dir.join("cgroup.procs"))?,
+                    )],
+                    memory_dirs: vec![dir],
+                })
+            }
+            Cgroups::V1 { memory, pids } => {
+                let mem = memory.join(&name);
+                let pid = pids.join(&name);
+                std::fs::create_dir(&mem)?;
+                std::fs::create_dir(&pid)?;
+                write(&mem.join("memory.limit_in_bytes"), budget.memory_bytes)?;
+                write(&pid.join("pids.max"), budget.processes)?;
+                Ok(Group {
+                    procs: vec![
+                        Arc::new(File::options().write(true).open(mem.join("cgroup.procs"))?),
+                        Arc::new(File::options().write(true).open(pid.join("cgroup.procs"))?),
+                    ],
+                    memory_dirs: vec![mem],
+                })
+            }
+        }
+    }
+
+    /// Removes this grader's empty cgroups (those whose processes are gone).
+    pub fn clean(&self) {
+        let prefix = format!("{}-", std::process::id());
+        let parents: Vec<&PathBuf> = match self {
+            Cgroups::V2 { parent } => vec![parent],
+            Cgroups::V1 { memory, pids } => vec![memory, pids],
+        };
+        for parent in parents {
+            if let Ok(dir) = std::fs::read_dir(parent) {
+                for entry in dir.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                        let _ = std::fs::remove_dir(entry.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write(path: &Path, value: u64) -> std::io::Result<()> {
+    File::options()
+        .write(true)
+        .open(path)?
+        .write_all(value.to_string().as_bytes())
+}
