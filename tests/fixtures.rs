@@ -48,6 +48,7 @@ fixtures! {
     c_reader_does_not_compile => "c-reader-does-not-compile",
     c_reader_errors_on_stdout => "c-reader-errors-on-stdout",
     c_reader_fixed_string => "c-reader-fixed-string",
+    c_reader_leaks_semaphore => "c-reader-leaks-semaphore",
     c_reader_ignores_size => "c-reader-ignores-size",
     c_reader_waits_forever => "c-reader-waits-forever",
     c_region_too_small => "c-region-too-small",
@@ -67,4 +68,35 @@ fixtures! {
     make_fails => "make-fails",
     rust_libc_memmap2 => "rust-libc-memmap2",
     rust_writer_fills_region => "rust-writer-fills-region",
+}
+
+/// Every check of the default rubric must fail for some fixture and pass
+/// for another, or the corpus does not really test it.
+#[test]
+fn every_check_fails_somewhere_and_passes_somewhere() {
+    let mut seen: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+    for entry in std::fs::read_dir(mmap_lab_kit::fixture("")).unwrap() {
+        let path = entry.unwrap().path().join("expected.toml");
+        let expected: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (id, want) in expected["checks"].as_table().unwrap() {
+            let status = want
+                .as_str()
+                .or_else(|| want.get("status").and_then(|s| s.as_str()))
+                .unwrap();
+            let entry = seen.entry(id.clone()).or_default();
+            entry.0 |= status == "failed";
+            entry.1 |= status == "passed";
+        }
+    }
+    let rubric = std::fs::read_to_string(mmap_lab_kit::fixture("../../grading.toml")).unwrap();
+    let rubric: toml::Table = toml::from_str(&rubric).unwrap();
+    for check in rubric["check"].as_array().unwrap() {
+        let id = check["id"].as_str().unwrap();
+        assert_eq!(
+            seen.get(id),
+            Some(&(true, true)),
+            "{id}: (fails somewhere, passes somewhere)"
+        );
+    }
 }
