@@ -83,12 +83,22 @@ pub fn grade_json(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
 /// each check's status, optionally a word its explanation must contain,
 /// and the exit code. Panics with every difference at once.
 pub fn assert_fixture(name: &str) {
-    let dir = fixture(name);
+    assert_expected(&fixture(name), &[]);
+}
+
+/// Grades the submission in `dir` (with `args`) and compares it with the
+/// `expected.toml` beside its sources; returns the report for more checks.
+pub fn assert_expected(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let name = dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let expected_text = std::fs::read_to_string(dir.join("expected.toml"))
         .unwrap_or_else(|e| panic!("{name}/expected.toml: {e}"));
     let expected: toml::Table =
         toml::from_str(&expected_text).unwrap_or_else(|e| panic!("{name}/expected.toml: {e}"));
-    let (code, report) = grade_json(&dir, &[]);
+    let (code, report) = grade_json(dir, args);
     let checks = report["checks"].as_array().expect("checks in the report");
     let mut problems = Vec::new();
 
@@ -142,4 +152,5 @@ pub fn assert_fixture(name: &str) {
         "fixture {name} graded unlike its expected.toml:\n  {}",
         problems.join("\n  ")
     );
+    report
 }

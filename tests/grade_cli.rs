@@ -338,3 +338,30 @@ fn a_rubric_can_release_the_writer_with_a_signal() {
             .contains("SIGTERM")
     );
 }
+
+#[test]
+fn past_the_overall_deadline_the_rest_is_not_run_and_a_report_is_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = rubric_with(dir.path(), "deadline = \"10min\"", "deadline = \"1500ms\"");
+    let (code, r) = grade_json(
+        &fixture("c-sample-port"),
+        &["--rubric", rubric.to_str().unwrap()],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(r["complete"], false);
+    let checks = r["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 14, "every check is in the report");
+    let last = checks.last().unwrap();
+    assert_eq!(last["status"], "error");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("overall deadline"),
+        "{last}"
+    );
+    assert_eq!(
+        checks[0]["status"], "passed",
+        "what was done before the deadline stands"
+    );
+}

@@ -15,13 +15,26 @@ use crate::rubric::{Rubric, fill};
 use crate::runner::{Limits, Spec};
 use crate::sandbox::{Area, Purpose, Sandbox};
 
-/// Limits for the learner's programs at run time. The file size allows the
-/// largest region a rubric asks for (ftruncate counts against it).
-const RUN_LIMITS: Limits = Limits {
-    cpu_secs: 30,
-    file_bytes: 1 << 30,
-    open_files: 256,
-};
+/// Limits for a learner's program at run time. CPU time is half the wall
+/// deadline (at least a second), so a busy loop ends with SIGXCPU, told
+/// apart from a program that merely waits. Files may be as large as the
+/// largest region the rubric asks for (ftruncate counts against the limit),
+/// plus room.
+fn run_limits(rubric: &Rubric, timeout: Duration) -> Limits {
+    let largest_region = rubric
+        .checks
+        .iter()
+        .filter(|c| c.kind() == crate::rubric::Kind::ShmLarge)
+        .map(|c| c.size())
+        .chain([rubric.region.size, rubric.file.size])
+        .max()
+        .unwrap_or(0);
+    Limits {
+        cpu_secs: timeout.as_secs().div_ceil(2).max(1),
+        file_bytes: largest_region + (64 << 20),
+        open_files: 256,
+    }
+}
 
 /// Whose program plays a part: the learner's, or the grader's reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,7 +56,8 @@ pub struct Session<'r> {
     /// labgrade itself, which carries the reference programs.
     pub labgrade: PathBuf,
     next_dir: usize,
-    pub(crate) mapfile: Option<Rc<MapfileOutcome>>,
+    /// mapfile's runs, untraced and traced.
+    pub(crate) mapfile: HashMap<bool, Rc<MapfileOutcome>>,
     pub(crate) no_writer: HashMap<Duration, Rc<NoWriterOutcome>>,
     pub(crate) pairs: HashMap<String, Rc<PairOutcome>>,
 }
@@ -67,7 +81,7 @@ impl<'r> Session<'r> {
             rng: fastrand::Rng::with_seed(seed),
             labgrade: area.labgrade.clone(),
             next_dir: 0,
-            mapfile: None,
+            mapfile: HashMap::new(),
             no_writer: HashMap::new(),
             pairs: HashMap::new(),
         }
@@ -139,7 +153,7 @@ impl<'r> Session<'r> {
             dir,
             held_stdin,
             timeout,
-            limits: RUN_LIMITS,
+            limits: run_limits(self.rubric, timeout),
             confine: Default::default(),
             memory_cgroups: Vec::new(),
         }

@@ -13,14 +13,14 @@ fn expected_line(session: &Session) -> String {
 
 /// `file.runs`: exit 0 in time, without a signal.
 pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session)?;
+    let out = experiments::mapfile(session, false)?;
     let run = &out.run;
     let runs = vec![run.record.clone()];
     let timeout = session.rubric.programs.mapfile.timeout;
     if run.ending.success() {
         return Ok(Verdict::pass(format!("exited 0 after {} ms", run.record.wall_ms)).runs(runs));
     }
-    let mut hint = ending_hint(run.ending, "mapfile");
+    let mut hint = ending_hint(run, "mapfile");
     if hint.is_none() && !run.stderr.text().trim().is_empty() {
         hint = Some("it reported an error on stderr (shown above): a system call failed".into());
     }
@@ -38,7 +38,7 @@ pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
 
 /// `file.output`: the required line on stdout.
 pub fn output(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session)?;
+    let out = experiments::mapfile(session, false)?;
     let line = expected_line(session);
     let stdout = out.run.stdout.text();
     let runs = vec![out.run.record.clone()];
@@ -67,7 +67,7 @@ pub fn output(session: &mut Session) -> Result<Verdict, GraderError> {
 
 /// `file.contents`: datafile.bin as the grader reads it.
 pub fn contents(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session)?;
+    let out = experiments::mapfile(session, false)?;
     let f = &session.rubric.file;
     let runs = vec![out.run.record.clone()];
     let expected = format!(
@@ -154,7 +154,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             "system calls cannot be watched here ({why})"
         )));
     }
-    let out = experiments::mapfile(session)?;
+    let out = experiments::mapfile(session, true)?;
     let runs = vec![out.run.record.clone()];
     let Some(trace) = &out.trace else {
         return Ok(Verdict::error("the trace of mapfile could not be read"));

@@ -8,7 +8,9 @@ mod shm;
 
 use crate::experiments::GraderError;
 use crate::rubric::{CheckConfig, Kind, MatchMode, Rubric};
-use crate::runner::{Ending, Finished, RunRecord, SIGBUS, SIGSEGV, SIGXCPU, SIGXFSZ, excerpt};
+use crate::runner::{
+    Ending, Finished, RunRecord, SIGBUS, SIGKILL, SIGSEGV, SIGXCPU, SIGXFSZ, excerpt,
+};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +221,12 @@ pub fn escaped(bytes: &[u8]) -> String {
 /// A run's ending and what it said on stderr, in one line.
 pub fn ending_summary(run: &Finished) -> String {
     let mut text = run.ending.describe();
+    if !run.record.limits_hit.is_empty() {
+        text.push_str(&format!(
+            " (limit reached: {})",
+            run.record.limits_hit.join("; ")
+        ));
+    }
     let stderr = run.stderr.text();
     if let Some(first) = stderr.lines().find(|l| !l.trim().is_empty()) {
         text.push_str(&format!("; stderr: {}", first.trim()));
@@ -227,8 +235,9 @@ pub fn ending_summary(run: &Finished) -> String {
 }
 
 /// A hint grounded in how a program ended, if the ending explains itself.
-pub fn ending_hint(ending: Ending, what: &str) -> Option<String> {
-    match ending {
+pub fn ending_hint(run: &Finished, what: &str) -> Option<String> {
+    let hit = |limit: &str| run.record.limits_hit.iter().any(|l| l.starts_with(limit));
+    match run.ending {
         Ending::Signalled(SIGBUS) if what.contains("reader") => Some(format!(
             "SIGBUS: {what} touched its mapping past the end of the region; map and read only as many bytes as the region holds (its SIZE, or fstat)"
         )),
@@ -238,9 +247,15 @@ pub fn ending_hint(ending: Ending, what: &str) -> Option<String> {
         Ending::Signalled(SIGSEGV) => Some(
             "a segmentation fault: check every call's result (mmap returns MAP_FAILED, not NULL, when it fails)".into(),
         ),
-        Ending::Signalled(SIGXCPU) => Some("it used up its CPU time: look for an endless loop".into()),
-        Ending::Signalled(SIGXFSZ) => Some("it wrote a file past the size limit".into()),
-        Ending::TimedOut => Some(format!("{what} was still running at its deadline: it must not wait for input or loop")),
+        Ending::Signalled(SIGXCPU) => Some(format!("{what} used up its CPU time limit: look for an endless loop")),
+        Ending::Signalled(SIGXFSZ) => Some(format!("{what} wrote a file past the file-size limit")),
+        Ending::Signalled(SIGKILL) if hit("memory") => {
+            Some(format!("{what} was killed at the memory limit: it used far more memory than the lab needs"))
+        }
+        Ending::TimedOut => Some(format!(
+            "{what} was still running at its deadline: it must not wait for input or loop"
+        )),
+        _ if hit("output") => Some(format!("{what} printed far more than the lab asks for; only the start was kept")),
         _ => None,
     }
 }

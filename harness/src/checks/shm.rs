@@ -145,7 +145,7 @@ fn readiness_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
                     .runs(o.runs()),
                 );
             }
-            let mut hint = ending_hint(w.ending, "the writer");
+            let mut hint = ending_hint(w, "the writer");
             if hint.is_none() && w.ending == Ending::Exited(0) {
                 hint = Some(GONE_HINT.to_string());
             }
@@ -188,7 +188,7 @@ fn reader_problem(
         return None;
     }
     let v = if !reader.ending.success() {
-        let mut hint = ending_hint(reader.ending, "the reader");
+        let mut hint = ending_hint(reader, "the reader");
         if hint.is_none()
             && let Some(trace) = &o.reader_trace
         {
@@ -249,7 +249,7 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
                 humantime::format_duration(wcfg.hold)
             ))
             .observed(format!("it ended {when}: {}", ending_summary(w)))
-            .maybe_hint(ending_hint(w.ending, "the writer").or(Some(GONE_HINT.into())))
+            .maybe_hint(ending_hint(w, "the writer").or(Some(GONE_HINT.into())))
             .runs(o.runs()),
         );
     }
@@ -280,8 +280,7 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
             .expected("exit 0 after release")
             .observed(ending_summary(w))
             .maybe_hint(
-                ending_hint(w.ending, "the writer")
-                    .or(Some("clean up and return 0 once released".into())),
+                ending_hint(w, "the writer").or(Some("clean up and return 0 once released".into())),
             )
             .runs(o.runs()),
         );
@@ -430,7 +429,7 @@ pub fn no_writer(session: &mut Session, check: &CheckConfig) -> Result<Verdict, 
         Ending::Signalled(_) => {
             return fail(
                 format!("with no writer, the reader was {}", run.ending.describe()),
-                ending_hint(run.ending, "the reader")
+                ending_hint(run, "the reader")
                     .unwrap_or_else(|| "check shm_open's result before using it".into()),
             );
         }

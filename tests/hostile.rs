@@ -1,0 +1,366 @@
+//! The hostile corpus: submissions that attack the grader or the machine.
+//! Each is graded with its expected verdicts; afterwards no learner process
+//! may be left, nothing outside the run may have changed, and the report
+//! must still be complete and name its isolation level.
+//!
+//! These gradings use job slot 7, so their learner code runs as uid
+//! UID_BASE + 7 and no other test's processes are mistaken for leftovers;
+//! they run one at a time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mmap_lab_kit::{assert_expected, grade_json};
+use serial_test::serial;
+
+const SLOT: &str = "7";
+/// labgrade's first unprivileged uid (harness/src/sandbox/mod.rs), plus SLOT.
+const LEARNER_UID: u32 = 64000 + 7;
+
+fn hostile(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/hostile")
+        .join(name)
+}
+
+/// Paths the hostile programs try to leave marks at, on this machine.
+const MARKS: &[&str] = &[
+    "/tmp/labgrade-hostile-was-here",
+    "/labgrade-hostile-was-here",
+    "/etc/labgrade-hostile-was-here",
+    "/root/labgrade-hostile-was-here",
+    "/tmp/labgrade-hostile-make-was-here",
+    "/tmp/report.json",
+    "/autograder",
+];
+
+/// The isolation level labgrade reaches on this machine.
+fn level() -> String {
+    let (_, report) = grade_json(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/submissions/c-sample-port"),
+        &["--only", "build"],
+    );
+    report["isolation"]["level"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Every file under `dir` with its contents, to see that nothing changed.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Processes still running as the learner uid of SLOT.
+fn learner_processes() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let uid: u32 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            let zombie = status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'));
+            (uid == LEARNER_UID && !zombie).then(|| {
+                let cmd =
+                    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!("{pid}: {}", cmd.replace('\0', " "))
+            })
+        })
+        .collect()
+}
+
+fn shm_litter() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("labgrade-litter"))
+        .collect()
+}
+
+/// Grades one hostile fixture at full isolation and checks the aftermath.
+/// Where full isolation is not available the expectations do not hold:
+/// the test says so and stops.
+fn grade_hostile(name: &str) -> Option<serde_json::Value> {
+    let level = level();
+    if level != "full" {
+        eprintln!(
+            "skipped {name}: its expected verdicts assume full isolation, and this machine gives `{level}`"
+        );
+        return None;
+    }
+    let dir = hostile(name);
+    let before = snapshot(&dir);
+    let report = assert_expected(&dir, &["--slot", SLOT]);
+    assert_eq!(report["isolation"]["level"], "full");
+    assert_eq!(
+        report["complete"], true,
+        "a hostile submission must not make the grade incomplete"
+    );
+    assert!(
+        learner_processes().is_empty(),
+        "left running: {:#?}",
+        learner_processes()
+    );
+    for mark in MARKS {
+        assert!(
+            !Path::new(mark).exists(),
+            "{name} left {mark} on the machine"
+        );
+    }
+    assert!(
+        shm_litter().is_empty(),
+        "{name} left objects in /dev/shm: {:?}",
+        shm_litter()
+    );
+    assert!(before == snapshot(&dir), "{name} changed its own sources");
+    Some(report)
+}
+
+/// A run record of `check` whose role is `role`.
+fn run_of<'a>(report: &'a serde_json::Value, check: &str, role: &str) -> &'a serde_json::Value {
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == check)
+        .unwrap();
+    c["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == role)
+        .unwrap()
+}
+
+#[test]
+#[serial(hostile)]
+fn an_infinite_loop_is_stopped_by_its_cpu_limit() {
+    if let Some(r) = grade_hostile("hostile-infinite-loop") {
+        assert_eq!(
+            run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
+            "SIGXCPU"
+        );
+    }
+}
+
+#[test]
+#[serial(hostile)]
+fn a_program_that_sleeps_forever_is_stopped_at_its_deadline() {
+    if let Some(r) = grade_hostile("hostile-sleeps-forever") {
+        assert_eq!(run_of(&r, "file.runs", "mapfile")["exit"]["timeout"], true);
+    }
+}
+
+#[test]
+#[serial(hostile)]
+fn a_fork_storm_is_contained() {
+    grade_hostile("hostile-fork-storm");
+}
+
+#[test]
+#[serial(hostile)]
+fn detached_daemons_are_found_and_killed() {
+    if let Some(r) = grade_hostile("hostile-daemons") {
+        assert!(
+            run_of(&r, "shm.cleanup", "shm_writer")["left_behind"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+}
+
+#[test]
+#[serial(hostile)]
+fn an_output_flood_is_kept_to_a_bound_and_counted() {
+    if let Some(r) = grade_hostile("hostile-output-flood") {
+        let run = run_of(&r, "file.runs", "mapfile");
+        assert!(run["stdout"]["total_bytes"].as_u64().unwrap() > 400 << 20);
+        assert!(run["stdout"]["excerpt"].as_str().unwrap().len() < 4096);
+        assert!(run["limits_hit"][0].as_str().unwrap().starts_with("output"));
+    }
+}
+
+#[test]
+#[serial(hostile)]
+fn a_huge_file_is_stopped_at_the_file_size_limit() {
+    if let Some(r) = grade_hostile("hostile-huge-file") {
+        assert_eq!(
+            run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
+            "SIGXFSZ"
+        );
+    }
+}
+
+#[test]
+#[serial(hostile)]
+fn a_memory_hog_is_stopped_at_the_memory_limit() {
+    grade_hostile("hostile-memory-hog");
+}
+
+#[test]
+#[serial(hostile)]
+fn killing_everything_reaches_only_the_sandbox() {
+    grade_hostile("hostile-kill-everything");
+}
+
+#[test]
+#[serial(hostile)]
+fn writes_outside_the_working_directory_land_nowhere() {
+    grade_hostile("hostile-writes-outside");
+}
+
+#[test]
+#[serial(hostile)]
+fn other_submissions_cannot_be_read() {
+    grade_hostile("hostile-reads-others");
+}
+
+#[test]
+#[serial(hostile)]
+fn a_hundred_shm_objects_leave_with_the_grading() {
+    grade_hostile("hostile-shm-litter");
+}
+
+#[test]
+#[serial(hostile)]
+fn a_writer_that_holds_forever_is_killed() {
+    grade_hostile("hostile-holds-forever");
+}
+
+#[test]
+#[serial(hostile)]
+fn fake_grader_output_changes_nothing() {
+    let Some(r) = grade_hostile("hostile-fake-report") else {
+        return;
+    };
+    assert_eq!(r["score"], 80.0);
+    assert!(r["checks"][0]["status"] == "passed");
+}
+
+#[test]
+#[serial(hostile)]
+fn a_hostile_makefile_is_contained_too() {
+    if let Some(r) = grade_hostile("hostile-makefile") {
+        let build = &r["checks"][0]["runs"][0];
+        assert!(
+            build["left_behind"].as_u64().unwrap() > 0,
+            "the daemon make started was not seen"
+        );
+    }
+}
+
+/// Below full isolation the grader must still survive and clean up, even
+/// if the verdicts differ: a fork storm and daemons at the uid level.
+#[test]
+#[serial(hostile)]
+fn at_the_uid_level_leftovers_are_still_swept() {
+    let (_, r) = grade_json(
+        &hostile("hostile-daemons"),
+        &[
+            "--slot",
+            SLOT,
+            "--isolation",
+            "uid",
+            "--only",
+            "shm.cleanup",
+        ],
+    );
+    if r["isolation"]["level"] != "uid" {
+        eprintln!(
+            "skipped: the uid level needs root (this is `{}`)",
+            r["isolation"]["level"]
+        );
+        return;
+    }
+    assert_eq!(r["checks"][0]["status"], "failed", "{}", r["checks"][0]);
+    assert!(
+        learner_processes().is_empty(),
+        "left running: {:#?}",
+        learner_processes()
+    );
+    let (_, r) = grade_json(
+        &hostile("hostile-fork-storm"),
+        &[
+            "--slot",
+            SLOT,
+            "--isolation",
+            "uid",
+            "--only",
+            "shm.no_writer",
+        ],
+    );
+    assert_eq!(r["checks"][0]["status"], "failed");
+    assert!(
+        learner_processes().is_empty(),
+        "left running: {:#?}",
+        learner_processes()
+    );
+}
+
+/// SIGTERM to the grader mid-grading: the learner processes die, the rest
+/// of the checks are marked as not run, and the report is still written.
+#[test]
+#[serial(hostile)]
+fn an_interrupted_grading_still_writes_its_report() {
+    let out = tempfile::tempdir().unwrap();
+    let report_path = out.path().join("report.json");
+    let mut grader = std::process::Command::new(mmap_lab_kit::labgrade())
+        .arg("grade")
+        .arg(hostile("hostile-sleeps-forever"))
+        .args(["--slot", SLOT, "--format", "json", "--output"])
+        .arg(&report_path)
+        .spawn()
+        .unwrap();
+    // Wait until learner code runs (mapfile sleeping), then interrupt.
+    let start = std::time::Instant::now();
+    while learner_processes().is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no learner process ever ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(grader.id() as i32, libc::SIGTERM) };
+    let status = grader.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["complete"], false);
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 14);
+    assert!(
+        checks.iter().any(|c| c["message"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted (SIGTERM)")),
+        "{checks:#?}"
+    );
+    assert!(
+        learner_processes().is_empty(),
+        "left running: {:#?}",
+        learner_processes()
+    );
+}
