@@ -154,3 +154,21 @@ pub fn assert_expected(dir: &Path, args: &[&str]) -> serde_json::Value {
     );
     report
 }
+
+/// Copies a directory tree, leaving out entries with any of the names in
+/// `skip` (a build's `target`, a fixture's `expected.toml`).
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if skip.iter().any(|s| entry.file_name() == *s) {
+            continue;
+        }
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest, skip);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}

@@ -14,36 +14,18 @@ fn labgrade_cmd() -> Command {
 /// A copy of a fixture in a temporary directory, to add files to.
 fn copy_fixture(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    mmap_lab_kit::copy_tree(&fixture(name), dir.path(), &[]);
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() == "target" {
-            continue;
-        }
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
-    }
 }
 
 #[test]
 fn the_reference_copied_out_as_a_submission_scores_full_marks() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("reference");
-    copy_tree(
+    mmap_lab_kit::copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("reference"),
         &sub,
+        &["target"],
     );
     let (code, report) = grade_json(&sub, &[]);
     let failed: Vec<_> = report["checks"]

@@ -9,8 +9,9 @@ use mmap_lab::contract::SHM_MESSAGE;
 use mmap_lab::error::finish;
 use mmap_lab::{RegionArgs, reader, writer};
 
+use crate::batch;
 use crate::grade::{self, Options};
-use crate::report::{Format, Human, Json};
+use crate::report::{Format, Human, Json, Markdown};
 use crate::rubric::Rubric;
 use crate::runner;
 use crate::sandbox::{self, Level};
@@ -30,6 +31,20 @@ struct Cli {
 enum Cmd {
     /// Build a submission, run its programs, check what they did, score it.
     Grade(GradeArgs),
+    /// Grade a whole class: every submission under SOURCE directories.
+    Batch(BatchArgs),
+    /// Combine batch journals (from shards) into one gradebook.
+    Merge {
+        /// The journals (journal.jsonl of each batch output directory).
+        #[arg(required = true)]
+        journals: Vec<PathBuf>,
+        /// Where the gradebook, feedback, summary and plot go.
+        #[arg(long, default_value = "labgrade-merged")]
+        out: PathBuf,
+        /// Include hidden checks in the feedback files.
+        #[arg(long)]
+        show_hidden: bool,
+    },
     /// The reference programs, run as peers of a learner's.
     #[command(hide = true, subcommand)]
     Ref(RefCmd),
@@ -82,6 +97,38 @@ struct GradeArgs {
 enum OutputFormat {
     Human,
     Json,
+    Markdown,
+}
+
+#[derive(clap::Args)]
+struct BatchArgs {
+    /// Directories holding one submission per learner: a directory or a
+    /// .zip/.tar.gz archive named after the learner.
+    #[arg(required = true)]
+    sources: Vec<PathBuf>,
+    /// Submissions graded at a time (default: the number of cores).
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// The rubric (default: the built-in grading.toml).
+    #[arg(long, value_name = "FILE")]
+    rubric: Option<PathBuf>,
+    /// Where the gradebook, feedback files, summary, plot and journal go.
+    #[arg(long, default_value = "labgrade-out")]
+    out: PathBuf,
+    /// Continue a batch from its journal: submissions already graded with
+    /// the same contents and rubric are not graded again.
+    #[arg(long)]
+    resume: bool,
+    /// Grade only part K of N (by learner id), for a CI matrix; combine the
+    /// parts' journals with `labgrade merge`.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<batch::Shard>,
+    /// Include hidden checks in the feedback files.
+    #[arg(long)]
+    show_hidden: bool,
+    /// The strongest isolation to use for each submission.
+    #[arg(long, value_enum, default_value_t = Level::Full)]
+    isolation: Level,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +146,23 @@ enum RefCmd {
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Grade(args) => grade_command(args),
+        Cmd::Batch(args) => batch::run(batch::Options {
+            sources: args.sources,
+            jobs: args
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            rubric: args.rubric,
+            out: args.out,
+            resume: args.resume,
+            shard: args.shard,
+            show_hidden: args.show_hidden,
+            isolation: args.isolation,
+        }),
+        Cmd::Merge {
+            journals,
+            out,
+            show_hidden,
+        } => batch::merge(&journals, &out, show_hidden),
         Cmd::Ref(RefCmd::Writer { args, message }) => finish(
             "reference shm_writer",
             RegionArgs::parse(args, &message).and_then(|args| {
@@ -160,6 +224,7 @@ fn grade_command(args: GradeArgs) -> ExitCode {
     let format: &dyn Format = match args.format {
         OutputFormat::Human => &Human,
         OutputFormat::Json => &Json,
+        OutputFormat::Markdown => &Markdown,
     };
     let written = match &args.output {
         Some(path) => std::fs::File::create(path).and_then(|mut f| {

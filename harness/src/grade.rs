@@ -126,7 +126,7 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
         checks.push(CheckReport {
             id: j.check.id().to_string(),
             name: j.check.name.clone(),
-            status: v.status.as_str(),
+            status: v.status.as_str().to_string(),
             score: j.score,
             max_score: j.max_score,
             message: v.message,

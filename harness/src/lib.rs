@@ -5,6 +5,7 @@
 //!
 //! `grade` strings them together; `session` is one grading's state.
 
+pub mod batch;
 pub mod build;
 pub mod checks;
 pub mod cli;

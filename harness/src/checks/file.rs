@@ -25,7 +25,7 @@ pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
         hint = Some("it reported an error on stderr (shown above): a system call failed".into());
     }
     Ok(
-        Verdict::fail(format!("mapfile ended with {}", run.ending.describe()))
+        Verdict::fail(format!("mapfile did not exit 0: {}", run.ending.describe()))
             .expected(format!(
                 "exit 0 within {}",
                 humantime::format_duration(timeout)

@@ -203,7 +203,7 @@ fn reader_problem(
             }
         }
         Verdict::fail(format!(
-            "{whose} reader ended with {}",
+            "{whose} reader did not exit 0: {}",
             reader.ending.describe()
         ))
         .observed(ending_summary(reader))
@@ -274,7 +274,7 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
     if !w.ending.success() {
         return Some(
             Verdict::fail(format!(
-                "released, the writer ended with {}",
+                "released, the writer did not exit 0: {}",
                 w.ending.describe()
             ))
             .expected("exit 0 after release")

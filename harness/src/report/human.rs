@@ -62,7 +62,7 @@ impl Format for Human {
 
         let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
         for check in &report.checks {
-            let (sym, style) = mark(check.status);
+            let (sym, style) = mark(&check.status);
             let pts = if check.status == "error"
                 || (check.status == "skipped" && check.max_score == 0.0)
             {
@@ -115,7 +115,7 @@ impl Format for Human {
 }
 
 fn write_details(out: &mut dyn Write, check: &CheckReport) -> io::Result<()> {
-    let (sym, style) = mark(check.status);
+    let (sym, style) = mark(&check.status);
     writeln!(
         out,
         "\n{style}{sym} {}{style:#}: {}",
@@ -147,16 +147,10 @@ fn write_details(out: &mut dyn Write, check: &CheckReport) -> io::Result<()> {
 }
 
 fn describe_run(run: &RunRecord) -> String {
-    let ending = if run.exit.timeout {
-        "timed out".to_string()
-    } else if run.exit.stopped_by_grader {
-        "stopped by the grader".to_string()
-    } else if let Some(sig) = &run.exit.signal {
-        format!("killed by {sig}")
-    } else if let Some(code) = run.exit.code {
-        format!("exit {code}")
-    } else {
-        "did not start".to_string()
-    };
-    format!("{}  →  {ending} ({} ms)", run.argv.join(" "), run.wall_ms)
+    format!(
+        "{}  →  {} ({} ms)",
+        run.argv.join(" "),
+        run.describe_exit(),
+        run.wall_ms
+    )
 }

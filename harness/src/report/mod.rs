@@ -3,21 +3,23 @@
 
 mod human;
 mod json;
+mod markdown;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use human::Human;
 pub use json::Json;
+pub use markdown::Markdown;
 
 use crate::runner::RunRecord;
 
 /// The JSON schema's version; fields are added, never renamed.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
     pub grader: GraderInfo,
@@ -39,56 +41,56 @@ pub struct Report {
     pub duration_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GraderInfo {
     pub name: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RubricInfo {
     pub origin: String,
     pub title: String,
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubmissionInfo {
     pub path: String,
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlatformInfo {
     pub os: String,
     pub arch: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IsolationInfo {
     pub level: String,
     pub degraded: bool,
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildInfo {
     pub method: String,
     /// Program name -> where it was built, or why not.
     pub programs: BTreeMap<String, ProgramInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProgramInfo {
     pub built: bool,
     pub why: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
     pub id: String,
     pub name: String,
-    pub status: &'static str,
+    pub status: String,
     pub score: f64,
     pub max_score: f64,
     pub message: String,

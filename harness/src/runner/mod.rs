@@ -22,13 +22,13 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use capture::{Capture, Captured};
 #[cfg(unix)]
 pub use unix::{
     Confinement, Limits, SIGBUS, SIGINT, SIGKILL, SIGSEGV, SIGTERM, SIGXCPU, SIGXFSZ,
-    become_subreaper, peak_rss_kib, signal_name,
+    become_subreaper, peak_rss_kib, signal_name, signal_process,
 };
 
 /// How much of each stream is kept; the rest is only counted.
@@ -119,7 +119,7 @@ impl Ending {
 }
 
 /// What a report shows of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub role: String,
     pub argv: Vec<String>,
@@ -135,7 +135,7 @@ pub struct RunRecord {
     pub limits_hit: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExitRecord {
     pub code: Option<i32>,
     pub signal: Option<String>,
@@ -143,10 +143,27 @@ pub struct ExitRecord {
     pub stopped_by_grader: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamRecord {
     pub excerpt: String,
     pub total_bytes: u64,
+}
+
+impl RunRecord {
+    /// How the run ended, in words: "exit 0", "killed by SIGBUS"...
+    pub fn describe_exit(&self) -> String {
+        if self.exit.timeout {
+            "timed out".to_string()
+        } else if self.exit.stopped_by_grader {
+            "stopped by the grader".to_string()
+        } else if let Some(sig) = &self.exit.signal {
+            format!("killed by {sig}")
+        } else if let Some(code) = self.exit.code {
+            format!("exit {code}")
+        } else {
+            "did not start".to_string()
+        }
+    }
 }
 
 impl StreamRecord {

@@ -1,0 +1,121 @@
+//! The report as Markdown, for feedback files and CI job summaries: the
+//! same content as the terminal report.
+
+use std::io::{self, Write};
+
+use super::{CheckReport, Format, Report, points};
+
+pub struct Markdown;
+
+fn mark(status: &str) -> &'static str {
+    match status {
+        "passed" => "✅",
+        "failed" => "❌",
+        "skipped" => "➖",
+        _ => "⚠️",
+    }
+}
+
+/// Text safe inside a table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+impl Format for Markdown {
+    fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(out, "## {}\n", report.rubric.title)?;
+        let total = format!(
+            "**Score: {}/{}**",
+            points(report.score),
+            points(report.max_score)
+        );
+        if report.complete && report.error.is_none() {
+            writeln!(out, "{total}\n")?;
+        } else {
+            writeln!(
+                out,
+                "{total} (incomplete: some checks could not run here or hit a grader error; they are left out)\n"
+            )?;
+        }
+        if let Some(error) = &report.error {
+            writeln!(out, "> ⚠️ Could not grade: {error}\n")?;
+        }
+        let iso = &report.isolation;
+        let degraded = if iso.degraded { " (DEGRADED)" } else { "" };
+        writeln!(
+            out,
+            "Graded by {} {} · isolation `{}`{degraded} · built with {} · submission `{}`\n",
+            report.grader.name,
+            report.grader.version,
+            iso.level,
+            report.build.method,
+            &report.submission.sha256[..report.submission.sha256.len().min(12)]
+        )?;
+        writeln!(out, "| | points | check | |")?;
+        writeln!(out, "|---|---|---|---|")?;
+        for c in &report.checks {
+            let pts = if c.status == "error" || (c.status == "skipped" && c.max_score == 0.0) {
+                "—".to_string()
+            } else {
+                format!("{}/{}", points(c.score), points(c.max_score))
+            };
+            let note = c
+                .skipped_because
+                .as_deref()
+                .map(|b| format!("skipped: {b}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "| {} | {pts} | `{}` {} | {} |",
+                mark(&c.status),
+                c.id,
+                cell(&c.name),
+                cell(&note)
+            )?;
+        }
+        for c in report
+            .checks
+            .iter()
+            .filter(|c| c.status == "failed" || c.status == "error")
+        {
+            write_details(out, c)?;
+        }
+        if report.hidden_checks > 0 {
+            writeln!(
+                out,
+                "\n_{} hidden check(s) are not shown._",
+                report.hidden_checks
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn write_details(out: &mut dyn Write, c: &CheckReport) -> io::Result<()> {
+    writeln!(out, "\n### {} `{}`: {}\n", mark(&c.status), c.id, c.message)?;
+    for run in &c.runs {
+        writeln!(
+            out,
+            "- ran: `{}` → {}",
+            run.argv.join(" "),
+            run.describe_exit()
+        )?;
+    }
+    for (label, value) in [("expected", &c.expected), ("observed", &c.observed)] {
+        if let Some(text) = value {
+            writeln!(out, "- {label}:\n\n  ```\n{}\n  ```", indent(text))?;
+        }
+    }
+    if let Some(hint) = &c.hint {
+        writeln!(out, "- **hint:** {hint}")?;
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.replace("```", "'''")
+        .lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
