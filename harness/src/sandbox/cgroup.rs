@@ -88,9 +88,15 @@ impl Cgroups {
         }
     }
 
-    /// Removes this grader's empty cgroups (those whose processes are gone).
+    /// Removes this grader's empty cgroups (those whose processes are
+    /// gone), and any left by a grader that was killed before it could.
     pub fn clean(&self) {
-        let prefix = format!("{}-", std::process::id());
+        let me = std::process::id();
+        let stale = |name: &str| {
+            name.split_once('-')
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| pid == me || !Path::new(&format!("/proc/{pid}")).exists())
+        };
         let parents: Vec<&PathBuf> = match self {
             Cgroups::V2 { parent } => vec![parent],
             Cgroups::V1 { memory, pids } => vec![memory, pids],
@@ -98,7 +104,7 @@ impl Cgroups {
         for parent in parents {
             if let Ok(dir) = std::fs::read_dir(parent) {
                 for entry in dir.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    if stale(&entry.file_name().to_string_lossy()) {
                         let _ = std::fs::remove_dir(entry.path());
                     }
                 }
