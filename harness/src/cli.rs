@@ -1,4 +1,5 @@
-//! The command line: `labgrade grade`, and the hidden reference programs.
+//! The command line: `grade`, `batch`, `merge`, `gradescope`, `package`,
+//! `init`, and the hidden reference programs and sandbox init.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +12,8 @@ use mmap_lab::{RegionArgs, reader, writer};
 
 use crate::batch;
 use crate::grade::{self, Options};
-use crate::report::{Format, Human, Json, Markdown};
+use crate::platforms;
+use crate::report::{Classroom, Format, Human, JUnit, Json, Markdown};
 use crate::rubric::Rubric;
 use crate::runner;
 use crate::sandbox::{self, Level};
@@ -45,6 +47,19 @@ enum Cmd {
         #[arg(long)]
         show_hidden: bool,
     },
+    /// What Gradescope's run_autograder calls: grade /autograder/submission
+    /// and always write /autograder/results/results.json.
+    Gradescope {
+        /// The autograder's root (for trying it outside Gradescope).
+        #[arg(long, env = "LABGRADE_AUTOGRADER_ROOT", default_value = "/autograder")]
+        root: PathBuf,
+    },
+    /// Package the kit for a grading platform.
+    #[command(subcommand)]
+    Package(PackageCmd),
+    /// Set up a repository to be graded by CI.
+    #[command(subcommand)]
+    Init(InitCmd),
     /// The reference programs, run as peers of a learner's.
     #[command(hide = true, subcommand)]
     Ref(RefCmd),
@@ -74,9 +89,22 @@ struct GradeArgs {
     /// How to print the report.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     format: OutputFormat,
-    /// Write the report to FILE instead of stdout.
+    /// Write that report to FILE instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also write a JUnit XML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Also write the Markdown report to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Also append GitHub Classroom results, one `ID=BASE64` line per
+    /// check, to FILE (in a workflow: "$GITHUB_OUTPUT").
+    #[arg(long, value_name = "FILE")]
+    classroom: Option<PathBuf>,
     /// Run only these checks (and the checks they need).
     #[arg(long, value_name = "CHECK", num_args = 1..)]
     only: Vec<String>,
@@ -98,6 +126,20 @@ enum OutputFormat {
     Human,
     Json,
     Markdown,
+    Junit,
+    Classroom,
+}
+
+impl OutputFormat {
+    fn writer(self) -> Box<dyn Format> {
+        match self {
+            OutputFormat::Human => Box::new(Human),
+            OutputFormat::Json => Box::new(Json),
+            OutputFormat::Markdown => Box::new(Markdown),
+            OutputFormat::Junit => Box::new(JUnit),
+            OutputFormat::Classroom => Box::new(Classroom),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -132,6 +174,40 @@ struct BatchArgs {
 }
 
 #[derive(Subcommand)]
+enum PackageCmd {
+    /// autograder.zip for a Gradescope programming assignment: setup.sh,
+    /// run_autograder, the rubric, and the kit.
+    Gradescope {
+        #[arg(long, default_value = "autograder.zip")]
+        out: PathBuf,
+        /// The rubric to grade with (default: the built-in grading.toml).
+        #[arg(long, value_name = "FILE")]
+        rubric: Option<PathBuf>,
+        /// The kit to install: a source directory to ship in the zip, or a
+        /// git address (default: the sources labgrade was built from).
+        #[arg(long)]
+        kit: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum InitCmd {
+    /// .github/workflows/labgrade.yml for a student repository graded by
+    /// GitHub Classroom.
+    Github {
+        /// The repository's root.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The rubric whose checks the reporter lists (default: built-in).
+        #[arg(long, value_name = "FILE")]
+        rubric: Option<PathBuf>,
+        /// The git address the workflow installs the kit from.
+        #[arg(long, default_value = "https://github.com/YOUR-ORG/mmap-lab-kit")]
+        kit: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum RefCmd {
     /// The reference shm_writer: [NAME [SIZE]] --message TEXT.
     Writer {
@@ -146,6 +222,29 @@ enum RefCmd {
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Grade(args) => grade_command(args),
+        Cmd::Gradescope { root } => {
+            let private_mounts = prepare_grading();
+            let options = Options {
+                show_hidden: true,
+                private_mounts,
+                ..Options::default()
+            };
+            platforms::gradescope(&root, options).0
+        }
+        Cmd::Package(PackageCmd::Gradescope { out, rubric, kit }) => {
+            match load_rubric_text(rubric.as_deref()) {
+                Ok((rubric, text)) => {
+                    platforms::package_gradescope(&out, &rubric, &text, kit.as_deref())
+                }
+                Err(e) => cannot(e),
+            }
+        }
+        Cmd::Init(InitCmd::Github { dir, rubric, kit }) => {
+            match load_rubric_text(rubric.as_deref()) {
+                Ok((rubric, _)) => platforms::init_github(&dir, &rubric, &kit),
+                Err(e) => cannot(e),
+            }
+        }
         Cmd::Batch(args) => batch::run(batch::Options {
             sources: args.sources,
             jobs: args
@@ -193,15 +292,36 @@ fn cannot(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn grade_command(args: GradeArgs) -> ExitCode {
-    // While labgrade is still a single thread: its own mount namespace (as
-    // root), then the reaper role, then a thread that turns SIGINT and
-    // SIGTERM into an orderly stop with a report.
+/// What every grading needs first, while labgrade is still one thread:
+/// its own mount namespace (as root), the reaper role, and a thread that
+/// turns SIGINT and SIGTERM into an orderly stop with a report. Returns
+/// whether the mount namespace is private.
+fn prepare_grading() -> bool {
     let private_mounts = sandbox::enter_private_mounts();
     if let Err(e) = runner::become_subreaper() {
         eprintln!("labgrade: warning: cannot reap orphans ({e}); escaped processes may survive");
     }
     watch_signals();
+    private_mounts
+}
+
+/// The rubric FILE (or the built-in one) and its text.
+fn load_rubric_text(path: Option<&std::path::Path>) -> Result<(Rubric, String), String> {
+    match path {
+        Some(path) => {
+            let rubric = Rubric::load(path).map_err(|e| format!("bad rubric: {e}"))?;
+            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+            Ok((rubric, text))
+        }
+        None => Ok((
+            Rubric::default_rubric(),
+            crate::rubric::DEFAULT_RUBRIC.to_string(),
+        )),
+    }
+}
+
+fn grade_command(args: GradeArgs) -> ExitCode {
+    let private_mounts = prepare_grading();
     let rubric = match &args.rubric {
         Some(path) => match Rubric::load(path) {
             Ok(r) => r,
@@ -221,25 +341,49 @@ fn grade_command(args: GradeArgs) -> ExitCode {
         Ok(report) => report,
         Err(e) => return cannot(e),
     };
-    let format: &dyn Format = match args.format {
-        OutputFormat::Human => &Human,
-        OutputFormat::Json => &Json,
-        OutputFormat::Markdown => &Markdown,
-    };
-    let written = match &args.output {
-        Some(path) => std::fs::File::create(path).and_then(|mut f| {
-            format.write(&report, &mut f)?;
-            f.flush()
-        }),
-        None => {
-            let mut out = anstream::stdout().lock();
-            format.write(&report, &mut out).and_then(|_| out.flush())
+    // One run, every format asked for.
+    let files: [(Option<&PathBuf>, Box<dyn Format>, bool); 5] = [
+        (args.output.as_ref(), args.format.writer(), false),
+        (args.json.as_ref(), Box::new(Json), false),
+        (args.junit.as_ref(), Box::new(JUnit), false),
+        (args.markdown.as_ref(), Box::new(Markdown), false),
+        (args.classroom.as_ref(), Box::new(Classroom), true),
+    ];
+    for (path, format, append) in files.iter() {
+        if let Some(path) = path
+            && let Err(e) = write_to_file(path, format.as_ref(), &report, *append)
+        {
+            return cannot(format!("cannot write {}: {e}", path.display()));
         }
-    };
-    if let Err(e) = written {
-        return cannot(format!("cannot write the report: {e}"));
+    }
+    if args.output.is_none() {
+        let mut out = anstream::stdout().lock();
+        if let Err(e) = args
+            .format
+            .writer()
+            .write(&report, &mut out)
+            .and_then(|_| out.flush())
+        {
+            return cannot(format!("cannot write the report: {e}"));
+        }
     }
     ExitCode::from(report.exit_code())
+}
+
+fn write_to_file(
+    path: &std::path::Path,
+    format: &dyn Format,
+    report: &crate::report::Report,
+    append: bool,
+) -> std::io::Result<()> {
+    let mut file = std::fs::File::options()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)?;
+    format.write(report, &mut file)?;
+    file.flush()
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: kill every learner process and let the
@@ -258,7 +402,7 @@ fn watch_signals() {
 }
 
 /// After the rubric's overall deadline, stop as on an interrupt.
-fn watch_deadline(deadline: std::time::Duration) {
+pub fn watch_deadline(deadline: std::time::Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(deadline);
         runner::abort_all(&format!(

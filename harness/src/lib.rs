@@ -15,6 +15,7 @@ pub mod hash;
 pub mod judge;
 pub mod lock;
 pub mod observe;
+pub mod platforms;
 pub mod report;
 pub mod rubric;
 pub mod runner;

@@ -60,6 +60,8 @@ pub struct Rubric {
     pub file: FileConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    #[serde(default)]
+    pub gradescope: GradescopeConfig,
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckConfig>,
     /// Where the rubric came from and its hash; not part of the TOML.
@@ -286,6 +288,42 @@ impl Default for FileConfig {
 pub struct OutputConfig {
     #[serde(rename = "match")]
     pub mode: MatchMode,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GradescopeConfig {
+    /// What Gradescope shows of a hidden check: "hidden", "after_due_date",
+    /// "after_published" or "visible".
+    pub hidden_visibility: Visibility,
+}
+
+impl Default for GradescopeConfig {
+    fn default() -> Self {
+        GradescopeConfig {
+            hidden_visibility: Visibility::AfterPublished,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Hidden,
+    AfterDueDate,
+    AfterPublished,
+    Visible,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Hidden => "hidden",
+            Visibility::AfterDueDate => "after_due_date",
+            Visibility::AfterPublished => "after_published",
+            Visibility::Visible => "visible",
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -93,23 +93,28 @@ impl Format for Markdown {
 
 fn write_details(out: &mut dyn Write, c: &CheckReport) -> io::Result<()> {
     writeln!(out, "\n### {} `{}`: {}\n", mark(&c.status), c.id, c.message)?;
+    out.write_all(check_details(c).as_bytes())
+}
+
+/// A failed check's commands, expected, observed and hint, as Markdown.
+pub fn check_details(c: &CheckReport) -> String {
+    let mut s = String::new();
     for run in &c.runs {
-        writeln!(
-            out,
-            "- ran: `{}` → {}",
+        s.push_str(&format!(
+            "- ran: `{}` → {}\n",
             run.argv.join(" "),
             run.describe_exit()
-        )?;
+        ));
     }
     for (label, value) in [("expected", &c.expected), ("observed", &c.observed)] {
         if let Some(text) = value {
-            writeln!(out, "- {label}:\n\n  ```\n{}\n  ```", indent(text))?;
+            s.push_str(&format!("- {label}:\n\n  ```\n{}\n  ```\n", indent(text)));
         }
     }
     if let Some(hint) = &c.hint {
-        writeln!(out, "- **hint:** {hint}")?;
+        s.push_str(&format!("- **hint:** {hint}\n"));
     }
-    Ok(())
+    s
 }
 
 fn indent(text: &str) -> String {

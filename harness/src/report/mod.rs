@@ -1,8 +1,11 @@
 //! One result model for every output. Each format is a module behind the
 //! small [`Format`] trait; all of them render the same [`Report`].
 
+mod classroom;
+mod gradescope;
 mod human;
 mod json;
+mod junit;
 mod markdown;
 
 use std::collections::BTreeMap;
@@ -10,8 +13,11 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
+pub use classroom::{Classroom, runner_id};
+pub use gradescope::{Gradescope, failure as gradescope_failure};
 pub use human::Human;
 pub use json::Json;
+pub use junit::JUnit;
 pub use markdown::Markdown;
 
 use crate::runner::RunRecord;

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Gradescope runs this once, as root, to build the autograder's image.
+set -euo pipefail
+
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    ca-certificates curl git gcc g++ libc6-dev make cmake strace bubblewrap
+
+# Rust, where the unprivileged uid that runs learners' code can read it
+# (learners' Cargo submissions are built with it).
+export RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo
+curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain stable --no-modify-path
+export PATH=/usr/local/cargo/bin:$PATH
+
+# The grading kit.
+@INSTALL_KIT@
+chmod -R a+rX /usr/local/rustup /usr/local/cargo
