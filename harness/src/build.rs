@@ -80,7 +80,7 @@ pub fn copy_submission(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// The environment builds run in: a minimal one, the toolchain first on
 /// PATH, and a Cargo home of the build's own (dependencies come vendored).
 pub fn build_env(home: &Path, toolchain_bin: Option<&Path>) -> Vec<(OsString, OsString)> {
-    let mut env = runner_env(home);
+    let mut env = runner::clean_env(home);
     if let Some(bin) = toolchain_bin {
         env.retain(|(k, _)| k != "PATH");
         env.push((
@@ -93,17 +93,6 @@ pub fn build_env(home: &Path, toolchain_bin: Option<&Path>) -> Vec<(OsString, Os
         home.join(".cargo-home").into_os_string(),
     ));
     env
-}
-
-/// A clean environment for learner programs: no secrets, no tokens, no
-/// RUST_BACKTRACE, HOME inside the run.
-pub fn runner_env(home: &Path) -> Vec<(OsString, OsString)> {
-    vec![
-        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-        ("HOME".into(), home.as_os_str().to_owned()),
-        ("TMPDIR".into(), home.as_os_str().to_owned()),
-        ("LANG".into(), "C.UTF-8".into()),
-    ]
 }
 
 /// The error the sandbox's init gives when it cannot even start a command
@@ -457,7 +446,7 @@ fn vendor(
     timeout: std::time::Duration,
 ) -> Option<RunRecord> {
     let toolchain = sandbox.toolchain()?;
-    let mut env: Vec<(OsString, OsString)> = runner_env(home);
+    let mut env: Vec<(OsString, OsString)> = runner::clean_env(home);
     for key in ["PATH", "HOME", "CARGO_HOME"] {
         if let Some(value) = std::env::var_os(key) {
             env.retain(|(k, _)| k != key);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::build::{BuildResult, runner_env};
+use crate::build::BuildResult;
 use crate::experiments::{MapfileOutcome, NoWriterOutcome, PairOutcome};
 use crate::observe::region;
 use crate::observe::trace::Tracer;
@@ -149,7 +149,7 @@ impl<'r> Session<'r> {
             program,
             args,
             shown,
-            env: runner_env(&dir),
+            env: crate::runner::clean_env(&dir),
             dir,
             held_stdin,
             timeout,

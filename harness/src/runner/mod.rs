@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::thread;
@@ -209,6 +209,17 @@ pub struct Running {
     started: Instant,
     ended: Option<Instant>,
     _handle: Arc<duct::Handle>,
+}
+
+/// A clean environment for learner programs: no secrets, no tokens, no
+/// RUST_BACKTRACE, HOME inside the run.
+pub fn clean_env(home: &Path) -> Vec<(OsString, OsString)> {
+    vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), home.as_os_str().to_owned()),
+        ("TMPDIR".into(), home.as_os_str().to_owned()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ]
 }
 
 /// Starts `spec`. An error here is the grader's (or the system's), not the
