@@ -332,7 +332,7 @@ fn grade_one(shared: &Shared, sub: &Submission, slot: u32) -> Option<Entry> {
     let _ = std::fs::remove_file(&report_path);
     match (report, result) {
         (Some(report), _) => {
-            entry.status = if report.complete && report.error.is_none() {
+            entry.status = if report.fully_graded() {
                 "graded"
             } else {
                 "incomplete"

@@ -63,9 +63,7 @@ impl Format for Human {
         let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
         for check in &report.checks {
             let (sym, style) = mark(&check.status);
-            let pts = if check.status == "error"
-                || (check.status == "skipped" && check.max_score == 0.0)
-            {
+            let pts = if !check.counted() {
                 "  —  ".to_string()
             } else {
                 format!("{:>2}/{:<2}", points(check.score), points(check.max_score))
@@ -95,7 +93,7 @@ impl Format for Human {
             points(report.score),
             points(report.max_score)
         );
-        if report.complete && report.error.is_none() {
+        if report.fully_graded() {
             writeln!(out, "{BOLD}{total}{BOLD:#}")?;
         } else {
             writeln!(

@@ -29,7 +29,7 @@ impl Format for Markdown {
             points(report.score),
             points(report.max_score)
         );
-        if report.complete && report.error.is_none() {
+        if report.fully_graded() {
             writeln!(out, "{total}\n")?;
         } else {
             writeln!(
@@ -54,7 +54,7 @@ impl Format for Markdown {
         writeln!(out, "| | points | check | |")?;
         writeln!(out, "|---|---|---|---|")?;
         for c in &report.checks {
-            let pts = if c.status == "error" || (c.status == "skipped" && c.max_score == 0.0) {
+            let pts = if !c.counted() {
                 "—".to_string()
             } else {
                 format!("{}/{}", points(c.score), points(c.max_score))

@@ -110,16 +110,29 @@ pub struct CheckReport {
 }
 
 impl Report {
+    /// Whether every check could run and none hit a grader error.
+    pub fn fully_graded(&self) -> bool {
+        self.complete && self.error.is_none()
+    }
+
     /// 0 full marks, 1 some check failed, 2 the grade is incomplete or
     /// could not be made.
     pub fn exit_code(&self) -> u8 {
-        if self.error.is_some() || !self.complete {
+        if !self.fully_graded() {
             2
         } else if self.checks.iter().any(|c| c.status != "passed") {
             1
         } else {
             0
         }
+    }
+}
+
+impl CheckReport {
+    /// Whether the check counts towards the maximum: not a grader error,
+    /// not a check this environment could not run.
+    pub fn counted(&self) -> bool {
+        !(self.status == "error" || (self.status == "skipped" && self.max_score == 0.0))
     }
 }
 

@@ -89,28 +89,27 @@ impl Capture {
     /// Waits until `ready` holds for what was kept so far, or end of file,
     /// or `deadline`. Returns whether `ready` held.
     pub fn wait_for(&self, deadline: Instant, ready: impl Fn(&[u8]) -> bool) -> bool {
-        let mut state = lock(&self.shared.state);
-        loop {
-            if ready(&state.head) {
-                return true;
-            }
-            let now = Instant::now();
-            if state.eof || now >= deadline {
-                return false;
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, deadline - now)
-                .map(|(s, _)| s)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
+        let mut held = false;
+        self.wait(deadline, |state| {
+            held = ready(&state.head);
+            held || state.eof
+        });
+        held
     }
 
     /// Waits for end of file until `deadline`; returns whether it came.
     pub fn wait_eof(&self, deadline: Instant) -> bool {
+        self.wait(deadline, |state| state.eof)
+    }
+
+    /// Waits until `done` holds for the state (checked on every change) or
+    /// `deadline`; returns whether it held.
+    fn wait(&self, deadline: Instant, mut done: impl FnMut(&State) -> bool) -> bool {
         let mut state = lock(&self.shared.state);
-        while !state.eof {
+        loop {
+            if done(&state) {
+                return true;
+            }
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -122,7 +121,6 @@ impl Capture {
                 .map(|(s, _)| s)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
-        true
     }
 }
 
