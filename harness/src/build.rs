@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::hash::SKIPPED_DIRS;
 use crate::rubric::Rubric;
-use crate::runner::{self, Ending, Finished, Limits, RunRecord, Spec};
-use crate::sandbox::{Area, Purpose, Sandbox};
+use crate::runner::{self, Finished, Limits, RunRecord, Spec, StartError};
+use crate::sandbox::{Area, Purpose, Sandbox, ToolchainProblem};
+use crate::tools;
 
 /// Where a Cargo submission's dependencies are vendored, in its copy.
 const VENDOR_DIR: &str = ".labgrade-vendor";
@@ -45,7 +46,38 @@ pub struct BuildResult {
     pub windows_only: Option<String>,
     /// Set when the build could not run at all (a missing compiler, say):
     /// the grader's problem, never the learner's.
-    pub grader_error: Option<String>,
+    pub grader_error: Option<BuildFault>,
+}
+
+/// Why a build could not run on this machine: never the learner's doing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildFault {
+    /// A build tool could not be started.
+    #[error("{0}")]
+    Tool(StartError),
+    /// A Cargo hand-in, and no toolchain a build here could use.
+    #[error("{0}")]
+    Toolchain(ToolchainProblem),
+}
+
+impl BuildFault {
+    /// What the grading machine's keeper should do about it.
+    pub fn fix(&self) -> String {
+        match self {
+            BuildFault::Tool(StartError::NotInstalled { program, .. }) => format!(
+                "install {program} on the grading machine ({}); `labgrade doctor` lists everything grading needs",
+                tools::how_to_install(program)
+            ),
+            BuildFault::Tool(StartError::NotReadable { path, .. }) => format!(
+                "make {} readable by every user, or grade at the full level (install bubblewrap); `labgrade doctor` checks it",
+                path.display()
+            ),
+            BuildFault::Tool(StartError::Failed { .. }) => {
+                "run `labgrade doctor` on the grading machine to see what is wrong".to_string()
+            }
+            BuildFault::Toolchain(problem) => problem.fix().to_string(),
+        }
+    }
 }
 
 impl BuildResult {
@@ -94,10 +126,6 @@ pub fn build_env(home: &Path, toolchain_bin: Option<&Path>) -> Vec<(OsString, Os
     ));
     env
 }
-
-/// The error the sandbox's init gives when it cannot even start a command
-/// (a compiler that is not installed): the grader's problem.
-const NOT_STARTED: &str = "sandbox-init: cannot run";
 
 /// Builds the submission copied at `dir`, with `home` as its HOME, in the
 /// sandbox's area.
@@ -155,22 +183,13 @@ pub fn build(
             Ok(finished) => finished,
             Err(err) => {
                 result.runs.push(not_started(&plain, &err));
-                result
-                    .grader_error
-                    .get_or_insert_with(|| format!("could not run `{}`: {err}", plain.shown[0]));
+                result.grader_error.get_or_insert(BuildFault::Tool(err));
                 return None;
             }
         };
         result.runs.push(finished.record.clone());
-        if finished.ending == Ending::Exited(127) && finished.stderr.text().starts_with(NOT_STARTED)
-        {
-            result.grader_error.get_or_insert_with(|| {
-                format!(
-                    "could not run `{}`: {}",
-                    plain.shown[0],
-                    finished.stderr.text().trim()
-                )
-            });
+        if let Some(err) = finished.not_started {
+            result.grader_error.get_or_insert(BuildFault::Tool(err));
             return None;
         }
         Some(finished)
@@ -192,6 +211,11 @@ pub fn build(
         if let Some(f) = step("build", vec!["make".into()]) {
             failure_note = failure(&f);
         }
+    } else if dir.join("Cargo.toml").is_file()
+        && let Some(problem) = sandbox.toolchain_problem()
+    {
+        result.method = "cargo".into();
+        result.grader_error = Some(BuildFault::Toolchain(problem));
     } else if dir.join("Cargo.toml").is_file() {
         result.method = "cargo".into();
         // Dependencies are fetched now, by the grader, into the copy; the
@@ -310,6 +334,54 @@ pub fn build(
     result
 }
 
+/// What became of running a build tool the way a build would.
+#[derive(Debug, Clone)]
+pub enum ToolCheck {
+    /// It ran; the first line it printed (its version, usually).
+    Works(String),
+    /// It could not be started, and why.
+    NotStarted(StartError),
+    /// It started and failed: how, in a line.
+    Fails(String),
+}
+
+/// Runs `TOOL --version` exactly as a build step would run the tool: in
+/// the build's sandbox, as the learner's uid, with the build's PATH, in
+/// `dir` (an empty directory of the area's run).
+pub fn try_tool(sandbox: &Sandbox, area: &Area, dir: &Path, tool: &str) -> ToolCheck {
+    let _ = sandbox.give(dir);
+    let plain = Spec {
+        role: format!("{tool} --version"),
+        program: PathBuf::from(tool),
+        args: vec!["--version".into()],
+        shown: vec![tool.to_string(), "--version".into()],
+        dir: dir.to_path_buf(),
+        env: build_env(dir, sandbox.toolchain_bin().as_deref()),
+        held_stdin: false,
+        timeout: std::time::Duration::from_secs(30),
+        limits: BUILD_LIMITS,
+        confine: Default::default(),
+        memory_cgroups: Vec::new(),
+    };
+    match runner::run(sandbox.contain(plain, area, Purpose::Build)) {
+        Err(e) => ToolCheck::NotStarted(e),
+        Ok(Finished {
+            not_started: Some(e),
+            ..
+        }) => ToolCheck::NotStarted(e),
+        Ok(f) if f.ending.success() => ToolCheck::Works(
+            f.stdout
+                .text()
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+        ),
+        Ok(f) => ToolCheck::Fails(f.ending.describe()),
+    }
+}
+
 fn failure(f: &Finished) -> String {
     if f.ending.success() {
         String::new()
@@ -318,7 +390,7 @@ fn failure(f: &Finished) -> String {
     }
 }
 
-fn not_started(spec: &Spec, err: &std::io::Error) -> RunRecord {
+fn not_started(spec: &Spec, err: &StartError) -> RunRecord {
     RunRecord {
         role: spec.role.clone(),
         argv: spec.shown.clone(),
@@ -333,7 +405,7 @@ fn not_started(spec: &Spec, err: &std::io::Error) -> RunRecord {
             total_bytes: 0,
         },
         stderr: runner::StreamRecord {
-            excerpt: format!("could not start {}: {err}", spec.shown[0]),
+            excerpt: err.to_string(),
             total_bytes: 0,
         },
         wall_ms: 0,

@@ -54,6 +54,9 @@ enum Cmd {
         #[arg(long, env = "LABGRADE_AUTOGRADER_ROOT", default_value = "/autograder")]
         root: PathBuf,
     },
+    /// What this machine offers for grading: isolation, tools, limits;
+    /// each problem with its fix. Exit 0 when the rubric has all it needs.
+    Doctor(DoctorArgs),
     /// Package the kit for a grading platform.
     #[command(subcommand)]
     Package(PackageCmd),
@@ -69,9 +72,14 @@ enum Cmd {
         /// Become this "UID:GID" before running the program.
         #[arg(long)]
         uid: Option<String>,
-        /// Report leftovers and the program's ending on this descriptor.
+        /// Report on this descriptor why the program could not start, or
+        /// (with --wait) how it ended and what it left behind.
         #[arg(long)]
         status_fd: Option<i32>,
+        /// Run the program as a child and stay, to report its ending and
+        /// kill what it leaves in the PID namespace.
+        #[arg(long)]
+        wait: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<std::ffi::OsString>,
     },
@@ -117,6 +125,23 @@ struct GradeArgs {
     isolation: Level,
     /// The job slot of this grading (each slot runs learner code as its
     /// own unprivileged uid).
+    #[arg(long, default_value_t = 0, hide = true)]
+    slot: u32,
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// The rubric to check for (default: the built-in grading.toml).
+    #[arg(long, value_name = "FILE")]
+    rubric: Option<PathBuf>,
+    /// Fail unless this isolation level can be had here (for CI and for
+    /// an autograder's setup).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    require: Option<Level>,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The job slot whose uid to check as.
     #[arg(long, default_value_t = 0, hide = true)]
     slot: u32,
 }
@@ -231,6 +256,7 @@ pub fn main() -> ExitCode {
             };
             platforms::gradescope(&root, options).0
         }
+        Cmd::Doctor(args) => doctor_command(args),
         Cmd::Package(PackageCmd::Gradescope { out, rubric, kit }) => {
             match load_rubric_text(rubric.as_deref()) {
                 Ok((rubric, text)) => {
@@ -276,8 +302,9 @@ pub fn main() -> ExitCode {
         Cmd::SandboxInit {
             uid,
             status_fd,
+            wait,
             argv,
-        } => sandbox::init::run(uid.as_deref(), status_fd, &argv),
+        } => sandbox::init::run(uid.as_deref(), status_fd, wait, &argv),
         Cmd::Ref(RefCmd::Reader { args }) => finish(
             "reference shm_reader",
             RegionArgs::parse(args, SHM_MESSAGE)
@@ -317,6 +344,36 @@ fn load_rubric_text(path: Option<&std::path::Path>) -> Result<(Rubric, String), 
             Rubric::default_rubric(),
             crate::rubric::DEFAULT_RUBRIC.to_string(),
         )),
+    }
+}
+
+fn doctor_command(args: DoctorArgs) -> ExitCode {
+    let private_mounts = sandbox::enter_private_mounts();
+    let rubric = match load_rubric_text(args.rubric.as_deref()) {
+        Ok((rubric, _)) => rubric,
+        Err(e) => return cannot(e),
+    };
+    let diagnosis = crate::doctor::diagnose(&crate::doctor::Options {
+        rubric: &rubric,
+        require: args.require,
+        slot: args.slot,
+        private_mounts,
+    });
+    let mut out = anstream::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &diagnosis)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
+    } else {
+        crate::doctor::write_human(&diagnosis, &mut out)
+    };
+    if let Err(e) = written.and_then(|_| out.flush()) {
+        return cannot(format!("cannot write the diagnosis: {e}"));
+    }
+    if diagnosis.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -706,6 +706,18 @@ impl Rubric {
         self.checks.iter().map(CheckConfig::points).sum()
     }
 
+    /// The largest region or file any check makes: the lab's region, its
+    /// data file, and every `shm.large` check's size.
+    pub fn largest_region(&self) -> u64 {
+        self.checks
+            .iter()
+            .filter(|c| c.kind() == Kind::ShmLarge)
+            .map(|c| c.size())
+            .chain([self.region.size, self.file.size])
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The name the writer uses, and the name the reader looks for.
     pub fn writer_name(&self) -> &str {
         self.programs

@@ -15,3 +15,8 @@ export PATH=/usr/local/cargo/bin:$PATH
 # The grading kit.
 @INSTALL_KIT@
 chmod -R a+rX /usr/local/rustup /usr/local/cargo
+
+# What this image offers for grading, each problem with its fix: stop here,
+# rather than grade every submission incompletely, if the rubric lacks
+# something it needs or learner code cannot run as an unprivileged uid.
+labgrade doctor --rubric /autograder/source/grading.toml --require uid

@@ -15,8 +15,10 @@ pub fn build(session: &mut Session) -> Verdict {
         })
         .collect();
     let runs = build.runs.clone();
-    if let Some(err) = &build.grader_error {
-        return Verdict::error(format!("the build tools are missing here: {err}")).runs(runs);
+    if let Some(fault) = &build.grader_error {
+        return Verdict::error(format!("the build could not run on this machine: {fault}"))
+            .hint(fault.fix())
+            .runs(runs);
     }
     if missing.is_empty() {
         let names: Vec<&str> = build.programs.keys().map(String::as_str).collect();

@@ -9,6 +9,7 @@
 //! the process, and whole groups are signalled with `killpg`.
 
 mod capture;
+pub mod resolve;
 #[cfg(unix)]
 mod unix;
 
@@ -24,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::init::InitStatus;
+
 pub use capture::{Capture, Captured};
+pub use resolve::StartError;
 #[cfg(unix)]
 pub use unix::{
     Confinement, Limits, SIGBUS, SIGINT, SIGKILL, SIGSEGV, SIGTERM, SIGXCPU, SIGXFSZ,
@@ -190,6 +194,8 @@ pub fn excerpt(bytes: &[u8], limit: usize) -> String {
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub ending: Ending,
+    /// Set when the sandbox's init could not start the program at all.
+    pub not_started: Option<StartError>,
     pub stdout: Captured,
     pub stderr: Captured,
     pub record: RunRecord,
@@ -224,10 +230,34 @@ pub fn clean_env(home: &Path) -> Vec<(OsString, OsString)> {
 
 /// Starts `spec`. An error here is the grader's (or the system's), not the
 /// learner's: the program could not even be started.
-pub fn start(spec: Spec) -> std::io::Result<Running> {
+pub fn start(spec: Spec) -> Result<Running, StartError> {
+    let name = spec.shown.first().cloned().unwrap_or_default();
     if let Some(reason) = aborted() {
-        return Err(std::io::Error::other(format!("not started: {reason}")));
+        return Err(StartError::Failed {
+            program: name,
+            error: format!("not started: {reason}"),
+        });
     }
+    let program = spec.program.clone();
+    let path = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    spawn(spec).map_err(|error| {
+        // Why, precisely: a program not on PATH or out of reach is named as
+        // such; anything else is the system's error as it came.
+        match resolve::resolve(program.as_os_str(), path.as_deref(), None) {
+            Ok(_) => StartError::Failed {
+                program: name,
+                error: error.to_string(),
+            },
+            Err(why) => why,
+        }
+    })
+}
+
+fn spawn(spec: Spec) -> std::io::Result<Running> {
     let (out_read, out_write) = os_pipe::pipe()?;
     let (err_read, err_write) = os_pipe::pipe()?;
     // As an OsString, a bare name like `cc` is looked up in PATH (duct
@@ -298,7 +328,7 @@ pub fn start(spec: Spec) -> std::io::Result<Running> {
 }
 
 /// Starts `spec` and waits for it to end (or its deadline).
-pub fn run(spec: Spec) -> std::io::Result<Finished> {
+pub fn run(spec: Spec) -> Result<Finished, StartError> {
     Ok(start(spec)?.finish())
 }
 
@@ -418,13 +448,26 @@ impl Running {
         // re-parented to the grader: kill and reap them.
         let escaped = unix::sweep_orphans(&live());
         // Inside a sandbox, its init reports what the program left behind,
-        // and how it really ended (the sandbox turns a signal into 128+N).
-        let report = self.status.take().and_then(read_status);
-        let in_sandbox = report.map_or(0, |r| r.left);
-        if let (Some(r), Some(exit)) = (report, self.exit.as_mut()) {
-            exit.code = r.code;
-            exit.signal = r.signal;
-            exit.peak_rss_kib = r.peak_kib.or(exit.peak_rss_kib);
+        // and how it really ended (the sandbox turns a signal into 128+N),
+        // or why it could not start it.
+        let mut in_sandbox = 0;
+        let mut not_started = None;
+        match self.status.take().and_then(read_status) {
+            Some(InitStatus::Ended {
+                left,
+                code,
+                signal,
+                peak_kib,
+            }) => {
+                in_sandbox = left;
+                if let Some(exit) = self.exit.as_mut() {
+                    exit.code = code;
+                    exit.signal = signal;
+                    exit.peak_rss_kib = Some(peak_kib);
+                }
+            }
+            Some(InitStatus::NotStarted(why)) => not_started = Some(why),
+            None => {}
         }
         // Output written just before the exit is still in the pipes.
         let deadline = Instant::now() + GRACE;
@@ -465,6 +508,7 @@ impl Running {
         };
         Finished {
             ending,
+            not_started,
             stdout,
             stderr,
             record,
@@ -545,18 +589,10 @@ fn oom_killed(dir: &std::path::Path) -> bool {
     })
 }
 
-/// What the sandbox's init reported about the program.
-#[derive(Debug, Clone, Copy)]
-struct SandboxReport {
-    left: u32,
-    code: Option<i32>,
-    signal: Option<i32>,
-    peak_kib: Option<u64>,
-}
-
-/// Reads the sandbox init's report, `LEFT exit|signal N PEAK_KIB`, waiting
-/// at most a moment for it.
-fn read_status(mut pipe: os_pipe::PipeReader) -> Option<SandboxReport> {
+/// Reads the sandbox init's report (one JSON [`InitStatus`]), waiting at
+/// most a moment for it. Nothing at all means the program was exec'd and
+/// init had nothing to say.
+fn read_status(mut pipe: os_pipe::PipeReader) -> Option<InitStatus> {
     // SAFETY: making our own pipe end non-blocking.
     unsafe {
         let fd = pipe.as_raw_fd();
@@ -567,26 +603,18 @@ fn read_status(mut pipe: os_pipe::PipeReader) -> Option<SandboxReport> {
         );
     }
     let deadline = Instant::now() + Duration::from_secs(1);
-    let mut text = String::new();
-    let mut buf = [0u8; 64];
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
     loop {
         match pipe.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(n) if text.len() < 64 * 1024 => text.extend_from_slice(&buf[..n]),
+            Ok(_) => break,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(2));
             }
             Err(_) => break,
         }
     }
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    let left = fields.first()?.parse().ok()?;
-    let value = fields.get(2).and_then(|v| v.parse::<i32>().ok());
-    let signalled = fields.get(1) == Some(&"signal");
-    Some(SandboxReport {
-        left,
-        code: if signalled { None } else { value },
-        signal: if signalled { value } else { None },
-        peak_kib: fields.get(3).and_then(|v| v.parse().ok()),
-    })
+    serde_json::from_slice(&text).ok()
 }

@@ -20,6 +20,22 @@ pub enum Cgroups {
     V1 { memory: PathBuf, pids: PathBuf },
 }
 
+impl std::fmt::Display for Cgroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cgroups::V2 { parent } => {
+                write!(f, "cgroup v2, memory and pids, under {}", parent.display())
+            }
+            Cgroups::V1 { memory, pids } => write!(
+                f,
+                "cgroup v1, under {} and {}",
+                memory.display(),
+                pids.display()
+            ),
+        }
+    }
+}
+
 /// One process's cgroups, joined by writing "0" to each `cgroup.procs`.
 pub struct Group {
     pub procs: Vec<Arc<File>>,

@@ -1,10 +1,11 @@
 //! `labgrade sandbox-init`: the first process of a learner's sandbox (or,
 //! without one, the step between a privileged tracer and the program). It
-//! drops to the learner's uid, runs the program, and, given a status fd,
-//! afterwards counts the processes the program left in its PID namespace,
-//! kills them, and reports the count, the program's ending and its peak
-//! memory on that fd (`LEFT exit CODE PEAK_KIB` or `LEFT signal NUMBER
-//! PEAK_KIB`); then it ends as the program ended.
+//! drops to the learner's uid and runs the program. Given a status fd it
+//! reports on it, as one JSON [`InitStatus`]: that the program could not be
+//! started and precisely why (not installed, not readable by the uid,
+//! failing); or, when it runs the program as its child (`--wait`), how the
+//! program ended, its peak memory, and how many processes it left in the
+//! PID namespace (then killed). It ends as the program ended.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -12,58 +13,97 @@ use std::os::fd::FromRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitCode};
 
-/// Runs `argv` as described above; `uid` is "UID:GID".
-pub fn run(uid: Option<&str>, status_fd: Option<i32>, argv: &[OsString]) -> ExitCode {
-    let Some((program, args)) = argv.split_first() else {
-        eprintln!("sandbox-init: no program given");
-        return ExitCode::from(127);
-    };
+use serde::{Deserialize, Serialize};
+
+use crate::runner::resolve::{self, StartError};
+
+/// What the sandbox's init tells the grader on its status fd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitStatus {
+    /// The program never ran.
+    NotStarted(StartError),
+    /// The program ran and ended (reported only with `--wait`).
+    Ended {
+        /// Processes it left in the namespace, killed since.
+        left: u32,
+        /// Its exit code, or the signal that ended it: the sandbox turns a
+        /// signal death into an exit code above 128, this does not.
+        code: Option<i32>,
+        signal: Option<i32>,
+        peak_kib: u64,
+    },
+}
+
+/// Runs `argv` as described above; `uid` is "UID:GID". With `wait`, the
+/// program runs as a child and init stays to count what it left behind;
+/// without, init becomes the program (a tracer around it stays privileged).
+pub fn run(uid: Option<&str>, status_fd: Option<i32>, wait: bool, argv: &[OsString]) -> ExitCode {
     // The program must not inherit the status pipe (it could forge it).
     if let Some(fd) = status_fd {
         // SAFETY: marking our own descriptor close-on-exec.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    let report = |status: &InitStatus| {
+        if let Some(fd) = status_fd {
+            // SAFETY: fd was handed to us for exactly this; written once,
+            // and left open (close-on-exec) for the program's exec.
+            let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+            let _ = serde_json::to_writer(&mut *pipe, status);
+            let _ = pipe.flush();
+        }
+    };
+    let not_started = |error: StartError| {
+        eprintln!("sandbox-init: {error}");
+        report(&InitStatus::NotStarted(error));
+        ExitCode::from(127)
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return not_started(StartError::Failed {
+            program: String::new(),
+            error: "no program given".into(),
+        });
+    };
+    let path_var = std::env::var_os("PATH");
+    // Where the program is, as the grader sees it, before dropping to the
+    // learner's uid: so "unreadable" is told from "not installed".
+    let located = resolve::locate(program, path_var.as_deref());
     if let Some(spec) = uid
         && let Err(e) = drop_to(spec)
     {
-        eprintln!("sandbox-init: cannot become {spec}: {e}");
-        return ExitCode::from(127);
+        return not_started(StartError::Failed {
+            program: program.to_string_lossy().into_owned(),
+            error: format!("cannot become {spec}: {e}"),
+        });
     }
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    let Some(fd) = status_fd else {
-        let err = cmd.exec(); // only returns on failure
-        eprintln!(
-            "sandbox-init: cannot run {}: {err}",
-            program.to_string_lossy()
-        );
-        return ExitCode::from(127);
+    let resolved = match resolve::resolve(program, path_var.as_deref(), located.as_deref()) {
+        Ok(path) => path,
+        Err(e) => return not_started(e),
     };
+    let mut cmd = Command::new(&resolved);
+    cmd.arg0(program).args(args);
+    let failed = |err: std::io::Error| StartError::Failed {
+        program: program.to_string_lossy().into_owned(),
+        error: err.to_string(),
+    };
+    if !wait {
+        let err = cmd.exec(); // only returns on failure
+        return not_started(failed(err));
+    }
     let child = match cmd.spawn() {
         Ok(child) => child,
-        Err(err) => {
-            eprintln!(
-                "sandbox-init: cannot run {}: {err}",
-                program.to_string_lossy()
-            );
-            return ExitCode::from(127);
-        }
+        Err(err) => return not_started(failed(err)),
     };
     // wait4, for the program's own peak memory: the sandbox around us does
     // not pass its children's resource usage on.
     let (status, peak_kib) = wait_with_usage(child.id());
     let left = kill_the_rest();
-    // The sandbox reports a signal death as an exit code above 128; this
-    // line tells the grader exactly how the program ended.
-    let ending = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit {code}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        (None, None) => "exit 1".to_string(),
-    };
-    // SAFETY: fd was handed to us for exactly this, and is used once.
-    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
-    let _ = write!(pipe, "{left} {ending} {peak_kib}");
-    drop(pipe);
+    report(&InitStatus::Ended {
+        left,
+        code: status.code(),
+        signal: status.signal(),
+        peak_kib,
+    });
     if let Some(sig) = status.signal() {
         // End the same way, so the grader sees the program's signal.
         // SAFETY: restoring the default action and raising it on ourselves.

@@ -84,6 +84,8 @@ pub struct Sandbox {
     pub level: Level,
     /// Why the level is not higher, and any weaker guarantee.
     pub notes: Vec<String>,
+    /// Why the full level could not be had, when it could not.
+    pub why_not_full: Option<String>,
     bwrap: Option<PathBuf>,
     root: bool,
     /// Learners' (uid, gid), when the grader is root.
@@ -157,6 +159,7 @@ impl Sandbox {
         let mut sandbox = Sandbox {
             level: Level::Minimal,
             notes: Vec::new(),
+            why_not_full: None,
             bwrap: None,
             root,
             uid,
@@ -181,13 +184,13 @@ impl Sandbox {
                     );
                 }
             }
-            Err(why) if root && max >= Level::Uid => {
+            Err(ref why) if root && max >= Level::Uid => {
                 sandbox.level = Level::Uid;
                 notes.push(format!(
                     "no namespaces ({why}): shared /tmp and /dev/shm, a lock per region name"
                 ));
             }
-            Err(why) => {
+            Err(ref why) => {
                 sandbox.level = Level::Minimal;
                 notes.push(format!(
                     "no sandbox ({why}); learner code runs as the grader's user"
@@ -195,8 +198,9 @@ impl Sandbox {
                 notes.push("process groups, limits and a lock per region name only".into());
             }
         }
-        if sandbox.level == Level::Uid && !sandbox.toolchain_readable() {
-            notes.push("the Rust toolchain is not readable by the unprivileged uid: Cargo submissions cannot be built".into());
+        sandbox.why_not_full = full.err();
+        if let Some(problem @ ToolchainProblem::Unreadable { .. }) = sandbox.toolchain_problem() {
+            notes.push(format!("{problem}: Cargo submissions cannot be built"));
         }
         sandbox.notes = notes;
         sandbox
@@ -244,15 +248,32 @@ impl Sandbox {
         args
     }
 
-    fn toolchain_readable(&self) -> bool {
-        // Checked from the outside: every directory up to it searchable by
-        // "others" (the unprivileged uid is nobody's owner or group).
-        self.toolchain.as_ref().is_some_and(|t| {
-            use std::os::unix::fs::PermissionsExt;
-            t.ancestors().all(|a| {
-                a.metadata()
-                    .is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-            })
+    /// The unprivileged uid learner code runs as, when it runs as another
+    /// user than the grader's.
+    pub fn learner_uid(&self) -> Option<u32> {
+        self.uid.map(|(uid, _)| uid)
+    }
+
+    /// Where per-process cgroups are made, if anywhere.
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_ref()
+    }
+
+    /// Why builds at this level cannot use the Rust toolchain, if they
+    /// cannot: there is none, or (at the uid level, where nothing binds it
+    /// into reach) the sandbox's uid cannot read it.
+    pub fn toolchain_problem(&self) -> Option<ToolchainProblem> {
+        let Some(toolchain) = &self.toolchain else {
+            return Some(ToolchainProblem::Missing);
+        };
+        let (uid, _) = self.uid?;
+        if self.level != Level::Uid {
+            return None;
+        }
+        unreadable_by_others(toolchain).map(|blocked| ToolchainProblem::Unreadable {
+            path: toolchain.clone(),
+            blocked,
+            uid,
         })
     }
 
@@ -301,11 +322,7 @@ impl Sandbox {
             return Ok(self.labgrade.clone());
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
-        let reachable = self.labgrade.ancestors().skip(1).all(|a| {
-            a.metadata()
-                .is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-        });
-        if reachable {
+        if unreadable_by_others(&self.labgrade).is_none() {
             return Ok(self.labgrade.clone());
         }
         let copy = dir.join("labgrade");
@@ -358,6 +375,8 @@ impl Sandbox {
                 let (uid, gid) = self.uid.expect("the uid level needs root");
                 let mut args = vec![
                     "sandbox-init".to_string(),
+                    "--status-fd".into(),
+                    "3".into(),
                     "--uid".into(),
                     format!("{uid}:{gid}"),
                     "--".into(),
@@ -366,6 +385,7 @@ impl Sandbox {
                 args.append(&mut spec.args);
                 spec.program = area.labgrade.clone();
                 spec.args = args;
+                confine.status_pipe = true;
             }
             Level::Full => {
                 confine.status_pipe = true;
@@ -448,7 +468,14 @@ impl Sandbox {
 
         // The sandbox's init: drops to the learner uid (as root), runs the
         // program, then counts and kills what it left behind.
-        arg(&["--", &labgrade, "sandbox-init", "--status-fd", "3"]);
+        arg(&[
+            "--",
+            &labgrade,
+            "sandbox-init",
+            "--wait",
+            "--status-fd",
+            "3",
+        ]);
         if let Some((uid, gid)) = self.uid {
             arg(&["--uid", &format!("{uid}:{gid}")]);
         }
@@ -460,8 +487,12 @@ impl Sandbox {
         spec
     }
 
-    /// Where the toolchain appears to a build at this level.
+    /// Where the toolchain appears to a build at this level (none when
+    /// builds cannot use it).
     pub fn toolchain_bin(&self) -> Option<PathBuf> {
+        if self.toolchain_problem().is_some() {
+            return None;
+        }
         match self.level {
             Level::Full => self
                 .toolchain
@@ -484,6 +515,52 @@ impl Sandbox {
             _ => dir.join(sub),
         }
     }
+}
+
+/// Why the Rust toolchain cannot serve builds at this level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolchainProblem {
+    #[error("no Rust toolchain was found (rustc is not on the grader's PATH)")]
+    Missing,
+    #[error(
+        "the Rust toolchain at {path} is not readable by the sandbox's uid {uid} ({blocked} is closed to other users)"
+    )]
+    Unreadable {
+        path: PathBuf,
+        blocked: PathBuf,
+        uid: u32,
+    },
+}
+
+impl ToolchainProblem {
+    /// What to do about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            ToolchainProblem::Missing => "install Rust with rustup (https://rustup.rs)",
+            ToolchainProblem::Unreadable { .. } => {
+                "install the toolchain where every user can read it (rustup with RUSTUP_HOME and CARGO_HOME under /opt), or grade at the full level (install bubblewrap), where the sandbox binds it in"
+            }
+        }
+    }
+}
+
+/// The first directory on the way to `path` (or `path` itself) that users
+/// other than its owner and group cannot pass, as an unprivileged uid that
+/// owns nothing would meet it; None when every one can be passed.
+pub fn unreadable_by_others(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    // Directories on the way need only be passed (x); the toolchain itself
+    // is listed and read too (r and x).
+    let mut chain: Vec<(&Path, u32)> = path.ancestors().skip(1).map(|a| (a, 0o001)).collect();
+    chain.reverse();
+    chain.push((path, 0o005));
+    chain
+        .into_iter()
+        .find(|(a, need)| {
+            !a.metadata()
+                .is_ok_and(|m| m.permissions().mode() & need == *need)
+        })
+        .map(|(a, _)| a.to_path_buf())
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
