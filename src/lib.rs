@@ -172,3 +172,4 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
         }
     }
 }
+pub mod suite;

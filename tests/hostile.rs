@@ -5,17 +5,109 @@
 //!
 //! These gradings use job slot 7, so their learner code runs as uid
 //! UID_BASE + 7 and no other test's processes are mistaken for leftovers;
-//! they run one at a time.
+//! they run one at a time (a file lock, so also under nextest). They need
+//! root (that uid) and full isolation (the verdicts assume it): where the
+//! machine lacks either, they are reported as ignored, and fail in CI.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
+use mmap_lab_kit::suite::{Need, Suite};
 use mmap_lab_kit::{assert_expected, grade_json};
-use serial_test::serial;
+use serial_test::file_serial;
+
+/// What every hostile grading needs.
+const HOSTILE: &[Need] = &[Need::Root, Need::Full, Need::Strace];
 
 const SLOT: &str = "7";
 /// labgrade's first unprivileged uid (harness/src/sandbox/mod.rs), plus SLOT.
 const LEARNER_UID: u32 = 64000 + 7;
+
+fn main() -> ExitCode {
+    Suite::new()
+        .test(
+            "an_infinite_loop_is_stopped_by_its_cpu_limit",
+            HOSTILE,
+            an_infinite_loop_is_stopped_by_its_cpu_limit,
+        )
+        .test(
+            "a_program_that_sleeps_forever_is_stopped_at_its_deadline",
+            HOSTILE,
+            a_program_that_sleeps_forever_is_stopped_at_its_deadline,
+        )
+        .test(
+            "a_fork_storm_is_contained",
+            HOSTILE,
+            a_fork_storm_is_contained,
+        )
+        .test(
+            "detached_daemons_are_found_and_killed",
+            HOSTILE,
+            detached_daemons_are_found_and_killed,
+        )
+        .test(
+            "an_output_flood_is_kept_to_a_bound_and_counted",
+            HOSTILE,
+            an_output_flood_is_kept_to_a_bound_and_counted,
+        )
+        .test(
+            "a_huge_file_is_stopped_at_the_file_size_limit",
+            HOSTILE,
+            a_huge_file_is_stopped_at_the_file_size_limit,
+        )
+        .test(
+            "a_memory_hog_is_stopped_at_the_memory_limit",
+            HOSTILE,
+            a_memory_hog_is_stopped_at_the_memory_limit,
+        )
+        .test(
+            "killing_everything_reaches_only_the_sandbox",
+            HOSTILE,
+            killing_everything_reaches_only_the_sandbox,
+        )
+        .test(
+            "writes_outside_the_working_directory_land_nowhere",
+            HOSTILE,
+            writes_outside_the_working_directory_land_nowhere,
+        )
+        .test(
+            "other_submissions_cannot_be_read",
+            HOSTILE,
+            other_submissions_cannot_be_read,
+        )
+        .test(
+            "a_hundred_shm_objects_leave_with_the_grading",
+            HOSTILE,
+            a_hundred_shm_objects_leave_with_the_grading,
+        )
+        .test(
+            "a_writer_that_holds_forever_is_killed",
+            HOSTILE,
+            a_writer_that_holds_forever_is_killed,
+        )
+        .test(
+            "fake_grader_output_changes_nothing",
+            HOSTILE,
+            fake_grader_output_changes_nothing,
+        )
+        .test(
+            "a_hostile_makefile_is_contained_too",
+            HOSTILE,
+            a_hostile_makefile_is_contained_too,
+        )
+        .test(
+            "at_the_uid_level_leftovers_are_still_swept",
+            &[Need::Root, Need::Strace],
+            at_the_uid_level_leftovers_are_still_swept,
+        )
+        .test(
+            "an_interrupted_grading_still_writes_its_report",
+            &[Need::Root],
+            an_interrupted_grading_still_writes_its_report,
+        )
+        .run()
+}
 
 fn hostile(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,18 +125,6 @@ const MARKS: &[&str] = &[
     "/tmp/report.json",
     "/autograder",
 ];
-
-/// The isolation level labgrade reaches on this machine.
-fn level() -> String {
-    let (_, report) = grade_json(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/submissions/c-sample-port"),
-        &["--only", "build"],
-    );
-    report["isolation"]["level"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
 
 /// Every file under `dir` with its contents, to see that nothing changed.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -99,16 +179,7 @@ fn shm_litter() -> Vec<String> {
 }
 
 /// Grades one hostile fixture at full isolation and checks the aftermath.
-/// Where full isolation is not available the expectations do not hold:
-/// the test says so and stops.
-fn grade_hostile(name: &str) -> Option<serde_json::Value> {
-    let level = level();
-    if level != "full" {
-        eprintln!(
-            "skipped {name}: its expected verdicts assume full isolation, and this machine gives `{level}`"
-        );
-        return None;
-    }
+fn grade_hostile(name: &str) -> serde_json::Value {
     let dir = hostile(name);
     let before = snapshot(&dir);
     let report = assert_expected(&dir, &["--slot", SLOT]);
@@ -134,7 +205,7 @@ fn grade_hostile(name: &str) -> Option<serde_json::Value> {
         shm_litter()
     );
     assert!(before == snapshot(&dir), "{name} changed its own sources");
-    Some(report)
+    report
 }
 
 /// A run record of `check` whose role is `role`.
@@ -153,128 +224,105 @@ fn run_of<'a>(report: &'a serde_json::Value, check: &str, role: &str) -> &'a ser
         .unwrap()
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn an_infinite_loop_is_stopped_by_its_cpu_limit() {
-    if let Some(r) = grade_hostile("hostile-infinite-loop") {
-        assert_eq!(
-            run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
-            "SIGXCPU"
-        );
-    }
+    let r = grade_hostile("hostile-infinite-loop");
+    assert_eq!(
+        run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
+        "SIGXCPU"
+    );
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn a_program_that_sleeps_forever_is_stopped_at_its_deadline() {
-    if let Some(r) = grade_hostile("hostile-sleeps-forever") {
-        assert_eq!(run_of(&r, "file.runs", "mapfile")["exit"]["timeout"], true);
-    }
+    let r = grade_hostile("hostile-sleeps-forever");
+    assert_eq!(run_of(&r, "file.runs", "mapfile")["exit"]["timeout"], true);
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn a_fork_storm_is_contained() {
     grade_hostile("hostile-fork-storm");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn detached_daemons_are_found_and_killed() {
-    if let Some(r) = grade_hostile("hostile-daemons") {
-        assert!(
-            run_of(&r, "shm.cleanup", "shm_writer")["left_behind"]
-                .as_u64()
-                .unwrap()
-                > 0
-        );
-    }
+    let r = grade_hostile("hostile-daemons");
+    assert!(
+        run_of(&r, "shm.cleanup", "shm_writer")["left_behind"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn an_output_flood_is_kept_to_a_bound_and_counted() {
-    if let Some(r) = grade_hostile("hostile-output-flood") {
-        let run = run_of(&r, "file.runs", "mapfile");
-        assert!(run["stdout"]["total_bytes"].as_u64().unwrap() > 400 << 20);
-        assert!(run["stdout"]["excerpt"].as_str().unwrap().len() < 4096);
-        assert!(run["limits_hit"][0].as_str().unwrap().starts_with("output"));
-    }
+    let r = grade_hostile("hostile-output-flood");
+    let run = run_of(&r, "file.runs", "mapfile");
+    assert!(run["stdout"]["total_bytes"].as_u64().unwrap() > 400 << 20);
+    assert!(run["stdout"]["excerpt"].as_str().unwrap().len() < 4096);
+    assert!(run["limits_hit"][0].as_str().unwrap().starts_with("output"));
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn a_huge_file_is_stopped_at_the_file_size_limit() {
-    if let Some(r) = grade_hostile("hostile-huge-file") {
-        assert_eq!(
-            run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
-            "SIGXFSZ"
-        );
-    }
+    let r = grade_hostile("hostile-huge-file");
+    assert_eq!(
+        run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
+        "SIGXFSZ"
+    );
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn a_memory_hog_is_stopped_at_the_memory_limit() {
     grade_hostile("hostile-memory-hog");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn killing_everything_reaches_only_the_sandbox() {
     grade_hostile("hostile-kill-everything");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn writes_outside_the_working_directory_land_nowhere() {
     grade_hostile("hostile-writes-outside");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn other_submissions_cannot_be_read() {
     grade_hostile("hostile-reads-others");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn a_hundred_shm_objects_leave_with_the_grading() {
     grade_hostile("hostile-shm-litter");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn a_writer_that_holds_forever_is_killed() {
     grade_hostile("hostile-holds-forever");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn fake_grader_output_changes_nothing() {
-    let Some(r) = grade_hostile("hostile-fake-report") else {
-        return;
-    };
+    let r = grade_hostile("hostile-fake-report");
     assert_eq!(r["score"], 80.0);
     assert!(r["checks"][0]["status"] == "passed");
 }
 
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn a_hostile_makefile_is_contained_too() {
-    if let Some(r) = grade_hostile("hostile-makefile") {
-        let build = &r["checks"][0]["runs"][0];
-        assert!(
-            build["left_behind"].as_u64().unwrap() > 0,
-            "the daemon make started was not seen"
-        );
-    }
+    let r = grade_hostile("hostile-makefile");
+    let build = &r["checks"][0]["runs"][0];
+    assert!(
+        build["left_behind"].as_u64().unwrap() > 0,
+        "the daemon make started was not seen"
+    );
 }
 
 /// Below full isolation the grader must still survive and clean up, even
 /// if the verdicts differ: a fork storm and daemons at the uid level.
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn at_the_uid_level_leftovers_are_still_swept() {
     let (_, r) = grade_json(
         &hostile("hostile-daemons"),
@@ -287,13 +335,7 @@ fn at_the_uid_level_leftovers_are_still_swept() {
             "shm.cleanup",
         ],
     );
-    if r["isolation"]["level"] != "uid" {
-        eprintln!(
-            "skipped: the uid level needs root (this is `{}`)",
-            r["isolation"]["level"]
-        );
-        return;
-    }
+    assert_eq!(r["isolation"]["level"], "uid", "the uid level needs root");
     assert_eq!(r["checks"][0]["status"], "failed", "{}", r["checks"][0]);
     assert!(
         learner_processes().is_empty(),
@@ -321,8 +363,7 @@ fn at_the_uid_level_leftovers_are_still_swept() {
 
 /// SIGTERM to the grader mid-grading: the learner processes die, the rest
 /// of the checks are marked as not run, and the report is still written.
-#[test]
-#[serial(hostile)]
+#[file_serial(hostile)]
 fn an_interrupted_grading_still_writes_its_report() {
     let out = tempfile::tempdir().unwrap();
     let report_path = out.path().join("report.json");

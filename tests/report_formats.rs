@@ -8,7 +8,39 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
+use mmap_lab_kit::suite::{GRADING, Suite};
 use mmap_lab_kit::{copy_tree, fixture, labgrade};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    Suite::new()
+        .test(
+            "one_run_writes_json_junit_markdown_and_classroom_that_agree",
+            GRADING,
+            one_run_writes_json_junit_markdown_and_classroom_that_agree,
+        )
+        .test(
+            "gradescope_results_follow_the_specification",
+            GRADING,
+            gradescope_results_follow_the_specification,
+        )
+        .test(
+            "gradescope_always_writes_results_even_when_grading_cannot_happen",
+            GRADING,
+            gradescope_always_writes_results_even_when_grading_cannot_happen,
+        )
+        .test(
+            "the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit",
+            &[],
+            the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit,
+        )
+        .test(
+            "the_classroom_workflow_feeds_the_reporter_one_runner_per_check",
+            &[],
+            the_classroom_workflow_feeds_the_reporter_one_runner_per_check,
+        )
+        .run()
+}
 
 fn schema(name: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,7 +79,6 @@ fn grade_all(submission: &Path, dir: &Path, extra: &[&str]) -> i32 {
     status.code().unwrap()
 }
 
-#[test]
 fn one_run_writes_json_junit_markdown_and_classroom_that_agree() {
     let tmp = tempfile::tempdir().unwrap();
     let only = [
@@ -183,7 +214,6 @@ fn rubric_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("grading.toml")).unwrap()
 }
 
-#[test]
 fn gradescope_results_follow_the_specification() {
     // Hidden checks take the rubric's visibility; the rest are visible.
     let rubric = rubric_text().replace(
@@ -210,7 +240,6 @@ fn gradescope_results_follow_the_specification() {
     assert_eq!(tests[0]["number"], "1");
 }
 
-#[test]
 fn gradescope_always_writes_results_even_when_grading_cannot_happen() {
     // Nothing builds: every check reported, score 0.
     let root = autograder(None, None);
@@ -266,7 +295,6 @@ fn gradescope_always_writes_results_even_when_grading_cannot_happen() {
     );
 }
 
-#[test]
 fn the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit() {
     let tmp = tempfile::tempdir().unwrap();
     let zip_path = tmp.path().join("autograder.zip");
@@ -316,7 +344,6 @@ fn the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit() {
     assert!(setup.contains("cargo install --locked --path /autograder/source/kit/harness"));
 }
 
-#[test]
 fn the_classroom_workflow_feeds_the_reporter_one_runner_per_check() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(labgrade())
