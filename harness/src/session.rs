@@ -17,21 +17,15 @@ use crate::sandbox::{Area, Purpose, Sandbox};
 
 /// Limits for a learner's program at run time. CPU time is half the wall
 /// deadline (at least a second), so a busy loop ends with SIGXCPU, told
-/// apart from a program that merely waits. Files may be as large as the
+/// apart from a program that merely waits (the runner gives a program that
+/// is still computing at its deadline the time to reach its CPU limit, so
+/// this holds on a loaded machine too). Files may be as large as the
 /// largest region the rubric asks for (ftruncate counts against the limit),
 /// plus room.
 fn run_limits(rubric: &Rubric, timeout: Duration) -> Limits {
-    let largest_region = rubric
-        .checks
-        .iter()
-        .filter(|c| c.kind() == crate::rubric::Kind::ShmLarge)
-        .map(|c| c.size())
-        .chain([rubric.region.size, rubric.file.size])
-        .max()
-        .unwrap_or(0);
     Limits {
         cpu_secs: timeout.as_secs().div_ceil(2).max(1),
-        file_bytes: largest_region + (64 << 20),
+        file_bytes: rubric.largest_region() + (64 << 20),
         open_files: 256,
     }
 }

@@ -232,6 +232,9 @@ fn reader_problem(
 fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
     let wcfg = &session.rubric.programs.writer;
     let w = &o.writer;
+    if let Some(v) = left_on_its_own(session, o) {
+        return Some(v);
+    }
     if let Some(early) = o.early {
         let when = match early {
             Early::BeforeReady => "before its region was ready",
@@ -253,7 +256,7 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
             .runs(o.runs()),
         );
     }
-    let Some(after) = o.exit_after_release else {
+    if o.exit_after_release.is_none() {
         let how = match wcfg.release {
             Release::StdinLine => "after the line on stdin, unmap, shm_unlink and return",
             Release::StdinEof => "at end of file on stdin, unmap, shm_unlink and return",
@@ -285,26 +288,41 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
             .runs(o.runs()),
         );
     }
-    // It exited in time, but did it wait for the release? A writer that
-    // never read its stdin left on its own (after a sleep, say).
-    let stdin_release = matches!(wcfg.release, Release::StdinLine | Release::StdinEof);
-    if stdin_release
-        && let Some(trace) = &o.writer_trace
-        && trace.bytes_read(&|p: &str| p.starts_with("pipe:")) == 0
-        && !read_stdin_at_eof(trace)
-    {
-        return Some(
-            Verdict::fail("the writer left on its own instead of waiting for its release")
-                .expected("the writer waits for a line on stdin, then cleans up")
-                .observed(format!(
-                    "it never read stdin and exited {} ms after the release",
-                    after.as_millis()
-                ))
-                .hint(GONE_HINT)
-                .runs(o.runs()),
-        );
-    }
     None
+}
+
+/// A writer that ended by itself without ever reading its stdin did not
+/// wait for its release (it slept, say), whether it happened to end just
+/// before the release or just after: one verdict, whatever the timing.
+fn left_on_its_own(session: &Session, o: &PairOutcome) -> Option<Verdict> {
+    let stdin_release = matches!(
+        session.rubric.programs.writer.release,
+        Release::StdinLine | Release::StdinEof
+    );
+    let ended_itself = matches!(
+        o.early,
+        Some(Early::BeforeReaderDone | Early::DuringHold | Early::AtRelease)
+    ) || o.exit_after_release.is_some();
+    let trace = o.writer_trace.as_ref()?;
+    let never_read =
+        trace.bytes_read(&|p: &str| p.starts_with("pipe:")) == 0 && !read_stdin_at_eof(trace);
+    if !(stdin_release
+        && ended_itself
+        && never_read
+        && matches!(o.writer.ending, Ending::Exited(_)))
+    {
+        return None;
+    }
+    Some(
+        Verdict::fail("the writer left on its own instead of waiting for its release")
+            .expected("the writer waits for a line on stdin, then cleans up")
+            .observed(format!(
+                "it never read its stdin, and ended by itself: {}",
+                ending_summary(&o.writer)
+            ))
+            .hint(GONE_HINT)
+            .runs(o.runs()),
+    )
 }
 
 /// A read of stdin that returned 0 (end of file) also counts as waiting.

@@ -405,14 +405,30 @@ impl Running {
             .max()
     }
 
-    /// Waits for it to end until its deadline, stopping it there.
+    /// Waits for it to end until its deadline, stopping it there. A
+    /// program still computing at its deadline (a busy loop that got less
+    /// than its share of a loaded machine) is not waiting for anything: it
+    /// gets up to one more deadline to reach its CPU limit, which names it
+    /// for what it is, whatever the load.
     pub fn finish(mut self) -> Finished {
-        let in_time = self.wait_exit(self.remaining());
+        let mut in_time = self.wait_exit(self.remaining());
+        if !in_time && self.computing() {
+            in_time = self.wait_exit(self.spec.timeout);
+        }
         self.end(if in_time {
             None
         } else {
             Some(Ending::TimedOut)
         })
+    }
+
+    /// Whether it has spent at least a fifth of its life on the CPU and
+    /// could reach its CPU limit within another deadline: computing, not
+    /// waiting.
+    fn computing(&self) -> bool {
+        let cpu = unix::cpu_time(self.pid);
+        let limit = Duration::from_secs(self.spec.limits.cpu_secs);
+        limit <= self.spec.timeout && cpu * 5 >= self.started.elapsed()
     }
 
     /// Ends it now as timed out if it is still running: it missed a

@@ -335,6 +335,37 @@ pub fn signal_process(target: u32, signal: i32) {
     }
 }
 
+/// CPU time (user and system, its own and its reaped children's) used so
+/// far by `pid` and every live process below it.
+#[cfg(target_os = "linux")]
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let total: u64 = process_tree(pid)
+        .into_iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // Fields after the name: state is the 3rd of the line, utime the
+            // 14th, stime, cutime and cstime the three after it.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split(' ').collect();
+            Some(
+                fields
+                    .get(11..15)?
+                    .iter()
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum::<u64>(),
+            )
+        })
+        .sum();
+    std::time::Duration::from_millis(total * 1000 / ticks)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn cpu_time(_pid: u32) -> std::time::Duration {
+    std::time::Duration::ZERO
+}
+
 /// Peak resident memory (VmHWM) of a live process, in KiB.
 #[cfg(target_os = "linux")]
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
