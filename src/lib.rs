@@ -60,15 +60,28 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// Grades `dir` with `labgrade grade --format json` plus `args`; returns
-/// the exit code and the parsed report.
+/// the exit code and the parsed report. The grading gets a TMPDIR of its
+/// own, which must be empty again when it is done: nothing of a grading
+/// is left behind.
 pub fn grade_json(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let tmp = tempfile::tempdir().expect("a TMPDIR for the grading");
     let out = Command::new(labgrade())
         .arg("grade")
         .arg(dir)
         .args(["--format", "json"])
         .args(args)
+        .env("TMPDIR", tmp.path())
         .output()
         .expect("run labgrade");
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .expect("read the grading's TMPDIR")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "grading {} left {left:?} in its TMPDIR",
+        dir.display()
+    );
     let code = out.status.code().expect("labgrade exited normally");
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

@@ -124,12 +124,18 @@ fn class(root: &Path) -> PathBuf {
     class
 }
 
+/// Runs `labgrade batch` with a TMPDIR of its own, which must be empty
+/// again afterwards.
 fn batch(args: &[&str]) -> (i32, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(labgrade())
         .arg("batch")
         .args(args)
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the batch left {left:?} in its TMPDIR");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -366,12 +366,14 @@ fn at_the_uid_level_leftovers_are_still_swept() {
 #[file_serial(hostile)]
 fn an_interrupted_grading_still_writes_its_report() {
     let out = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
     let report_path = out.path().join("report.json");
     let mut grader = std::process::Command::new(mmap_lab_kit::labgrade())
         .arg("grade")
         .arg(hostile("hostile-sleeps-forever"))
         .args(["--slot", SLOT, "--format", "json", "--output"])
         .arg(&report_path)
+        .env("TMPDIR", tmp.path())
         .spawn()
         .unwrap();
     // Wait until learner code runs (mapfile sleeping), then interrupt.
@@ -387,6 +389,8 @@ fn an_interrupted_grading_still_writes_its_report() {
     unsafe { libc::kill(grader.id() as i32, libc::SIGTERM) };
     let status = grader.wait().unwrap();
     assert_eq!(status.code(), Some(2));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the interrupted grading left {left:?}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     assert_eq!(report["complete"], false);

@@ -106,14 +106,31 @@ pub struct Area {
     /// labgrade as learner code may run it (the reference peers run as the
     /// learner's uid, so they share regions with learner programs).
     pub labgrade: PathBuf,
-    /// Removed when the grading ends.
-    cleanup_shm: Option<PathBuf>,
+    /// What of `shm_dir` goes when the grading ends.
+    cleanup_shm: ShmCleanup,
+}
+
+/// How a grading's shm directory is taken away when it ends.
+enum ShmCleanup {
+    /// It is the machine's /dev/shm: nothing to take.
+    Nothing,
+    /// A directory of this grading's in the machine's /dev/shm.
+    Remove(PathBuf),
+    /// A tmpfs mounted for this grading: unmounted (with what is in it), so
+    /// the run directory around it can be removed.
+    Unmount(PathBuf),
 }
 
 impl Drop for Area {
     fn drop(&mut self) {
-        if let Some(dir) = &self.cleanup_shm {
-            let _ = std::fs::remove_dir_all(dir);
+        match &self.cleanup_shm {
+            ShmCleanup::Nothing => {}
+            ShmCleanup::Remove(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            ShmCleanup::Unmount(dir) => {
+                let _ = rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH);
+            }
         }
     }
 }
@@ -285,13 +302,13 @@ impl Sandbox {
                     let shm = dir.join("shm");
                     std::fs::create_dir_all(&shm)?;
                     mount_tmpfs(&shm, BUDGET.shm_bytes)?;
-                    (shm, None)
+                    (shm.clone(), ShmCleanup::Unmount(shm))
                 } else {
                     let shm = tempfile::Builder::new()
                         .prefix("labgrade-")
                         .tempdir_in(SYSTEM_SHM_DIR)?
                         .keep();
-                    (shm.clone(), Some(shm))
+                    (shm.clone(), ShmCleanup::Remove(shm))
                 };
                 Area {
                     dir: dir.to_path_buf(),
@@ -306,7 +323,7 @@ impl Sandbox {
                 shm_dir: PathBuf::from(SYSTEM_SHM_DIR),
                 private_shm: false,
                 labgrade: self.labgrade_for_others(dir)?,
-                cleanup_shm: None,
+                cleanup_shm: ShmCleanup::Nothing,
             },
         };
         self.give(&area.shm_dir)?;
