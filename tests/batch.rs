@@ -453,6 +453,10 @@ fn a_batch_killed_midway_resumes_to_the_same_gradebook() {
         "--resume",
     ]);
     assert_eq!(code, 0, "{stdout}");
+    assert!(
+        !out.join(".work").exists(),
+        "what the killed batch unpacked is swept"
+    );
     assert_eq!(
         read(&out.join("gradebook.csv")),
         read(&whole.join("gradebook.csv"))

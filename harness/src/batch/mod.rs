@@ -26,6 +26,9 @@ use gradebook::Row;
 use journal::{Entry, Journal};
 use sources::Submission;
 
+/// The batch's scratch space, inside its output directory.
+const WORK_DIR: &str = ".work";
+
 /// Extra time a grading process gets beyond the rubric's own deadline
 /// (it stops itself then, and only needs to write its report).
 const GRACE: Duration = Duration::from_secs(60);
@@ -147,6 +150,14 @@ pub fn run(opts: Options) -> ExitCode {
         }
     };
 
+    // Archives are unpacked here, inside the output directory rather than
+    // TMPDIR, so what a killed batch left is swept by the next run.
+    let work = opts.out.join(WORK_DIR);
+    let _ = std::fs::remove_dir_all(&work);
+    if let Err(e) = std::fs::create_dir_all(&work) {
+        return cannot(format!("{}: cannot create it: {e}", work.display()));
+    }
+
     let total = found.len();
     let queue: VecDeque<Submission> = found.into_values().collect();
     let shared = Arc::new(Shared {
@@ -155,6 +166,7 @@ pub fn run(opts: Options) -> ExitCode {
         rows: Mutex::new(rows),
         prior,
         feedback,
+        work: work.clone(),
         progress: Progress::new(total),
         rubric_sha: rubric.sha256.clone(),
         deadline: rubric.deadline + GRACE,
@@ -170,6 +182,7 @@ pub fn run(opts: Options) -> ExitCode {
         let _ = w.join();
     }
     shared.progress.finish();
+    let _ = std::fs::remove_dir_all(&work);
     let rows = std::mem::take(&mut *shared.rows.lock().unwrap_or_else(|e| e.into_inner()));
     finish(&rows, &opts.out, started)
 }
@@ -239,6 +252,8 @@ struct Shared {
     /// From a resumed journal: graded learners' (submission, rubric) hashes.
     prior: BTreeMap<String, (String, String)>,
     feedback: PathBuf,
+    /// Where submissions are unpacked and reports land, one directory each.
+    work: PathBuf,
     progress: Progress,
     rubric_sha: String,
     deadline: Duration,
@@ -297,14 +312,22 @@ fn grade_one(shared: &Shared, sub: &Submission, slot: u32) -> Option<Entry> {
         why: None,
         report: None,
     };
-    let unpacked = match tempfile::Builder::new().prefix("labgrade-batch-").tempdir() {
+    let scratch = match tempfile::Builder::new()
+        .prefix("grading-")
+        .tempdir_in(&shared.work)
+    {
         Ok(dir) => dir,
         Err(e) => {
-            entry.why = Some(format!("grader error: no temporary directory ({e})"));
+            entry.why = Some(format!("grader error: no working directory ({e})"));
             return Some(entry);
         }
     };
-    let dir = match sources::unpack(sub, unpacked.path()) {
+    let unpacked = scratch.path().join("submission");
+    if let Err(e) = std::fs::create_dir(&unpacked) {
+        entry.why = Some(format!("grader error: no working directory ({e})"));
+        return Some(entry);
+    }
+    let dir = match sources::unpack(sub, &unpacked) {
         Ok(dir) => dir,
         Err(why) => {
             entry.why = Some(why);
@@ -324,12 +347,11 @@ fn grade_one(shared: &Shared, sub: &Submission, slot: u32) -> Option<Entry> {
     {
         return None;
     }
-    let report_path = unpacked.path().with_extension("report.json");
+    let report_path = scratch.path().join("report.json");
     let result = run_grader(shared, &dir, &report_path, slot);
     let report = std::fs::read(&report_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Report>(&b).ok());
-    let _ = std::fs::remove_file(&report_path);
     match (report, result) {
         (Some(report), _) => {
             entry.status = if report.fully_graded() {
