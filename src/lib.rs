@@ -102,6 +102,13 @@ pub fn assert_fixture(name: &str) {
 /// Grades the submission in `dir` (with `args`) and compares it with the
 /// `expected.toml` beside its sources; returns the report for more checks.
 pub fn assert_expected(dir: &Path, args: &[&str]) -> serde_json::Value {
+    assert_expected_at(dir, args, None)
+}
+
+/// The same at an isolation level other than full: `expected.toml`'s
+/// `[LEVEL]` table (an `exit`, and `[LEVEL.checks]` verdicts) overrides its
+/// top-level expectations where they differ at that level.
+pub fn assert_expected_at(dir: &Path, args: &[&str], level: Option<&str>) -> serde_json::Value {
     let name = dir
         .file_name()
         .unwrap_or_default()
@@ -109,9 +116,36 @@ pub fn assert_expected(dir: &Path, args: &[&str]) -> serde_json::Value {
         .into_owned();
     let expected_text = std::fs::read_to_string(dir.join("expected.toml"))
         .unwrap_or_else(|e| panic!("{name}/expected.toml: {e}"));
-    let expected: toml::Table =
+    let mut expected: toml::Table =
         toml::from_str(&expected_text).unwrap_or_else(|e| panic!("{name}/expected.toml: {e}"));
-    let (code, report) = grade_json(dir, args);
+    let mut args = args.to_vec();
+    if let Some(level) = level {
+        args.extend(["--isolation", level]);
+        let overrides = expected
+            .get(level)
+            .and_then(|t| t.as_table())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(exit) = overrides.get("exit") {
+            expected.insert("exit".into(), exit.clone());
+        }
+        if let Some(checks) = overrides.get("checks").and_then(|c| c.as_table()) {
+            let all = expected
+                .get_mut("checks")
+                .and_then(|c| c.as_table_mut())
+                .expect("[checks] in expected.toml");
+            for (id, want) in checks {
+                all.insert(id.clone(), want.clone());
+            }
+        }
+    }
+    let (code, report) = grade_json(dir, &args);
+    if let Some(level) = level {
+        assert_eq!(
+            report["isolation"]["level"], level,
+            "{name} graded at another level"
+        );
+    }
     let checks = report["checks"].as_array().expect("checks in the report");
     let mut problems = Vec::new();
 

@@ -23,7 +23,8 @@ pub enum Need {
     /// Running as root: learner code as an unprivileged uid of its own, the
     /// uid level, cgroups.
     Root,
-    /// strace, for the evidence of real mappings.
+    /// The evidence of real mappings: strace, and the sandbox init's
+    /// seccomp watch of reads and writes.
     Strace,
     /// A build tool, as a build in the sandbox would start it.
     Tool(&'static str),
@@ -72,8 +73,12 @@ fn machine() -> &'static Machine {
             let detail = finding("isolation").map(|f| why(&f)).unwrap_or_default();
             missing.insert(Need::Full, format!("full isolation: {detail}"));
         }
-        if let Some(f) = finding("strace").filter(|f| f["state"] != "ok") {
-            missing.insert(Need::Strace, format!("strace: {}", why(&f)));
+        // The evidence of real mappings: strace, and the init's watch of
+        // reads and writes.
+        for topic in ["strace", "watch"] {
+            if let Some(f) = finding(topic).filter(|f| f["state"] != "ok") {
+                missing.insert(Need::Strace, format!("{topic}: {}", why(&f)));
+            }
         }
         for f in &findings {
             if let Some(tool) = TOOLS.iter().find(|t| f["topic"] == **t)

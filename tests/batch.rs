@@ -166,10 +166,10 @@ fn a_class_is_graded_into_a_gradebook_feedback_a_summary_and_a_plot() {
     let lines: Vec<&str> = book.lines().collect();
     assert_eq!(
         lines[0],
-        "learner,score,max,build,file.runs,file.output,file.contents,file.uses_mmap,shm.reader_interop,shm.no_writer,status"
+        "learner,score,max,percent,build,file.runs,file.output,file.contents,file.uses_mmap,shm.reader_interop,shm.no_writer,status"
     );
     assert_eq!(lines.len(), 7, "{book}");
-    assert_eq!(lines[1], "ada,50,50,10,5,5,10,5,10,5,graded");
+    assert_eq!(lines[1], "ada,50,50,100.0,10,5,5,10,5,10,5,graded");
     assert!(lines[3].starts_with("cy,40,50,"), "{book}");
     assert!(
         lines[5].starts_with("eve,45,50,"),

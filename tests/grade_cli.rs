@@ -85,6 +85,11 @@ fn main() -> ExitCode {
             doctor_with_a_bad_rubric_names_the_file_and_exits_2,
         )
         .test(
+            "a_deadline_shorter_than_the_rubrics_own_timeouts_is_a_bad_rubric",
+            &[],
+            a_deadline_shorter_than_the_rubrics_own_timeouts_is_a_bad_rubric,
+        )
+        .test(
             "a_missing_build_tool_is_the_graders_error",
             &[],
             a_missing_build_tool_is_the_graders_error,
@@ -202,7 +207,7 @@ fn the_json_report_has_the_documented_fields() {
         &["--only", "shm.reader_interop"],
     );
     assert_eq!(code, 1);
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], 2);
     assert!(r["grader"]["version"].is_string());
     assert_eq!(r["rubric"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(r["submission"]["sha256"].as_str().unwrap().len(), 64);
@@ -224,6 +229,7 @@ fn the_json_report_has_the_documented_fields() {
     for key in ["score", "max_score", "duration_ms"] {
         assert!(c[key].is_number(), "{key}");
     }
+    assert_eq!(c["graded"], true);
     assert!(c["skipped_because"].is_null());
     let runs = c["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
@@ -318,13 +324,17 @@ fn a_windows_api_submission_is_an_error_not_zero_points() {
     assert_eq!(code, 2);
     assert!(r["error"].as_str().unwrap().contains("Windows API"));
     assert_eq!(r["complete"], false);
-    assert_eq!(r["max_score"], 0.0);
+    assert_eq!(
+        (r["score"].as_f64(), r["max_score"].as_f64()),
+        (Some(0.0), Some(100.0)),
+        "not graded is not a percentage: the maximum stays whole"
+    );
     assert!(
         r["checks"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|c| c["status"] == "error")
+            .all(|c| c["status"] == "error" && c["graded"] == false)
     );
 }
 
@@ -350,7 +360,19 @@ fn a_missing_build_tool_is_the_graders_error() {
         build["hint"].as_str().unwrap().contains("labgrade doctor"),
         "{build}"
     );
-    assert_eq!(r["max_score"], 0.0, "nothing may be charged to the learner");
+    assert!(
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["graded"] == false),
+        "nothing may be charged to the learner"
+    );
+    assert_eq!(
+        (r["score"].as_f64(), r["max_score"].as_f64()),
+        (Some(0.0), Some(100.0)),
+        "nor may the fault raise a percentage"
+    );
 }
 
 /// The default rubric with its build command replaced.
@@ -498,9 +520,11 @@ fn a_rubric_can_release_the_writer_with_a_signal() {
 }
 
 fn past_the_overall_deadline_the_rest_is_not_run_and_a_report_is_still_written() {
-    // mapfile waits forever, and may: its own deadline is far away. The
-    // overall deadline leaves the build ten seconds, however loaded the
-    // machine, then falls while mapfile waits.
+    // mapfile waits forever, and may: its own deadline is far away (the
+    // rubric's deadline covers that). The grading's deadline, a platform's
+    // limit (--deadline), leaves the build ten seconds however loaded the
+    // machine, then falls while mapfile waits: the grader's fault, so what
+    // was not done is not graded and the maximum stays whole.
     let sub = copy_fixture("c-sample-port");
     std::fs::write(
         sub.path().join("mapfile.c"),
@@ -508,15 +532,19 @@ fn past_the_overall_deadline_the_rest_is_not_run_and_a_report_is_still_written()
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let rubric = rubric_with(dir.path(), "deadline = \"10min\"", "deadline = \"10s\"");
-    let text = std::fs::read_to_string(&rubric).unwrap().replacen(
+    let rubric = rubric_with(
+        dir.path(),
         "binary = \"mapfile\"\nargs = []\ntimeout = \"5s\"",
         "binary = \"mapfile\"\nargs = []\ntimeout = \"10min\"",
-        1,
     );
-    assert!(text.contains("timeout = \"10min\""));
+    let text = std::fs::read_to_string(&rubric)
+        .unwrap()
+        .replace("deadline = \"10min\"", "deadline = \"40min\"");
     std::fs::write(&rubric, text).unwrap();
-    let (code, r) = grade_json(sub.path(), &["--rubric", rubric.to_str().unwrap()]);
+    let (code, r) = grade_json(
+        sub.path(),
+        &["--rubric", rubric.to_str().unwrap(), "--deadline", "10s"],
+    );
     assert_eq!(code, 2);
     assert_eq!(r["complete"], false);
     let checks = r["checks"].as_array().unwrap();
@@ -527,6 +555,7 @@ fn past_the_overall_deadline_the_rest_is_not_run_and_a_report_is_still_written()
     );
     for check in &checks[1..] {
         assert_eq!(check["status"], "error", "{check}");
+        assert_eq!(check["graded"], false, "{check}");
         assert!(
             check["message"]
                 .as_str()
@@ -535,5 +564,26 @@ fn past_the_overall_deadline_the_rest_is_not_run_and_a_report_is_still_written()
             "{check}"
         );
     }
-    assert_eq!(r["max_score"], 10.0, "only the build counts");
+    assert_eq!(
+        (r["score"].as_f64(), r["max_score"].as_f64()),
+        (Some(10.0), Some(100.0))
+    );
+}
+
+fn a_deadline_shorter_than_the_rubrics_own_timeouts_is_a_bad_rubric() {
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = rubric_with(dir.path(), "deadline = \"10min\"", "deadline = \"1min\"");
+    labgrade_cmd()
+        .args(["grade", "--rubric"])
+        .arg(&rubric)
+        .arg(fixture("c-sample-port"))
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("rubric.toml:")
+                .and(predicate::str::contains(
+                    "deadline: 1m is shorter than the worst case",
+                ))
+                .and(predicate::str::contains("the build 3m")),
+        );
 }

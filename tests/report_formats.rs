@@ -197,8 +197,13 @@ fn autograder(submission: Option<&str>, rubric: Option<&str>) -> tempfile::TempD
 }
 
 fn run_gradescope(root: &Path) -> serde_json::Value {
+    run_gradescope_with(root, &[])
+}
+
+fn run_gradescope_with(root: &Path, args: &[&str]) -> serde_json::Value {
     let status = Command::new(labgrade())
         .arg("gradescope")
+        .args(args)
         .env("LABGRADE_AUTOGRADER_ROOT", root)
         .status()
         .unwrap();
@@ -277,15 +282,24 @@ fn gradescope_always_writes_results_even_when_grading_cannot_happen() {
             .contains("no such directory")
     );
 
-    // The overall deadline: what was not done is reported, not lost.
-    let rubric = rubric_text().replace("deadline = \"10min\"", "deadline = \"1500ms\"");
-    let root = autograder(Some("c-sample-port"), Some(&rubric));
-    let results = run_gradescope(root.path());
+    // The overall deadline: what was not done is reported, not lost, and
+    // not graded: its points stay in each test's max_score, a visible test
+    // says the grade is incomplete, and extra_data says so to scripts.
+    let root = autograder(Some("c-sample-port"), None);
+    let results = run_gradescope_with(root.path(), &["--deadline", "1500ms"]);
     assert!(
         results["output"].as_str().unwrap().contains("Incomplete"),
         "{results:#}"
     );
-    let last = results["tests"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(results["extra_data"]["incomplete"], true);
+    let tests = results["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 15, "every check, and the incomplete notice");
+    let notice = tests.last().unwrap();
+    assert_eq!(notice["name"], "Grading incomplete");
+    assert_eq!(notice["visibility"], "visible");
+    assert_eq!(notice["max_score"], 0.0);
+    assert!(notice["output"].as_str().unwrap().contains("regrade"));
+    let last = &tests[13];
     assert!(
         last["output"]
             .as_str()
@@ -293,6 +307,9 @@ fn gradescope_always_writes_results_even_when_grading_cannot_happen() {
             .contains("overall deadline"),
         "{last:#}"
     );
+    assert!(last["output"].as_str().unwrap().starts_with("Not graded"));
+    assert_eq!(last["max_score"], 10.0, "the maximum stays whole");
+    assert_eq!(last["score"], 0.0);
 }
 
 fn the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit() {

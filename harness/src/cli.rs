@@ -53,6 +53,15 @@ enum Cmd {
         /// The autograder's root (for trying it outside Gradescope).
         #[arg(long, env = "LABGRADE_AUTOGRADER_ROOT", default_value = "/autograder")]
         root: PathBuf,
+        /// Stop grading after this long, well inside the assignment's limit
+        /// on Gradescope (10 minutes unless raised there; the rubric's own
+        /// deadline applies if it is sooner).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "8min")]
+        deadline: std::time::Duration,
+        /// The strongest isolation to use (to try the uid level, as on
+        /// Gradescope, elsewhere).
+        #[arg(long, value_enum, default_value_t = Level::Full)]
+        isolation: Level,
     },
     /// What this machine offers for grading: isolation, tools, limits;
     /// each problem with its fix. Exit 0 when the rubric has all it needs.
@@ -73,13 +82,16 @@ enum Cmd {
         #[arg(long)]
         uid: Option<String>,
         /// Report on this descriptor why the program could not start, or
-        /// (with --wait) how it ended and what it left behind.
+        /// how it ended, what it left behind and what the watch saw.
         #[arg(long)]
         status_fd: Option<i32>,
-        /// Run the program as a child and stay, to report its ending and
-        /// kill what it leaves in the PID namespace.
+        /// Kill what the program leaves in the PID namespace (only inside
+        /// a sandbox's own).
         #[arg(long)]
-        wait: bool,
+        sweep: bool,
+        /// Watch the program's reads and writes.
+        #[arg(long)]
+        watch: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<std::ffi::OsString>,
     },
@@ -127,6 +139,11 @@ struct GradeArgs {
     /// own unprivileged uid).
     #[arg(long, default_value_t = 0, hide = true)]
     slot: u32,
+    /// Stop the whole grading after this long (e.g. "5min"), sooner than
+    /// the rubric's deadline: a platform's own time limit. What is not done
+    /// by then is not graded, and the grade is marked incomplete.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    deadline: Option<std::time::Duration>,
 }
 
 #[derive(clap::Args)]
@@ -232,13 +249,21 @@ enum InitCmd {
     },
 }
 
+/// The reference programs, which only the grader may run: it hands them
+/// the grading's token, in the environment and in a file only it (and
+/// they) can read.
 #[derive(Subcommand)]
 enum RefCmd {
-    /// The reference shm_writer: [NAME [SIZE]] --message TEXT.
+    /// The reference shm_writer: [NAME [SIZE]], the message from the
+    /// environment.
     Writer {
         args: Vec<String>,
-        #[arg(long, default_value = SHM_MESSAGE)]
+        #[arg(long, env = crate::session::REF_MESSAGE_ENV, default_value = SHM_MESSAGE, hide_env_values = true)]
         message: String,
+        /// Give the new region to this "UID:GID" (the learner's), as if
+        /// the learner's own writer had made it.
+        #[arg(long)]
+        share_with: Option<String>,
     },
     /// The reference shm_reader: [NAME [SIZE]].
     Reader { args: Vec<String> },
@@ -247,14 +272,19 @@ enum RefCmd {
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Grade(args) => grade_command(args),
-        Cmd::Gradescope { root } => {
+        Cmd::Gradescope {
+            root,
+            deadline,
+            isolation,
+        } => {
             let private_mounts = prepare_grading();
             let options = Options {
                 show_hidden: true,
                 private_mounts,
+                isolation,
                 ..Options::default()
             };
-            platforms::gradescope(&root, options).0
+            platforms::gradescope(&root, options, deadline).0
         }
         Cmd::Doctor(args) => doctor_command(args),
         Cmd::Package(PackageCmd::Gradescope { out, rubric, kit }) => {
@@ -288,10 +318,47 @@ pub fn main() -> ExitCode {
             out,
             show_hidden,
         } => batch::merge(&journals, &out, show_hidden),
-        Cmd::Ref(RefCmd::Writer { args, message }) => finish(
+        Cmd::Ref(cmd) => {
+            if let Err(e) = sandbox::check_ref_token() {
+                eprintln!("labgrade ref: {e}");
+                return ExitCode::from(2);
+            }
+            reference(cmd)
+        }
+        Cmd::SandboxInit {
+            uid,
+            status_fd,
+            sweep,
+            watch,
+            argv,
+        } => sandbox::init::run(
+            &sandbox::init::InitOptions {
+                uid: uid.as_deref(),
+                status_fd,
+                sweep,
+                watch,
+            },
+            &argv,
+        ),
+    }
+}
+
+/// The grader's reference writer or reader.
+fn reference(cmd: RefCmd) -> ExitCode {
+    match cmd {
+        RefCmd::Writer {
+            args,
+            message,
+            share_with,
+        } => finish(
             "reference shm_writer",
             RegionArgs::parse(args, &message).and_then(|args| {
-                writer::run(
+                let region = mmap_lab::platform::WriterRegion::create(&args.name, args.size)?;
+                if let Some(owner) = &share_with {
+                    share_region(&args.name, owner)?;
+                }
+                writer::hold(
+                    region,
                     &args,
                     &message,
                     &mut std::io::stdin().lock(),
@@ -299,18 +366,26 @@ pub fn main() -> ExitCode {
                 )
             }),
         ),
-        Cmd::SandboxInit {
-            uid,
-            status_fd,
-            wait,
-            argv,
-        } => sandbox::init::run(uid.as_deref(), status_fd, wait, &argv),
-        Cmd::Ref(RefCmd::Reader { args }) => finish(
+        RefCmd::Reader { args } => finish(
             "reference shm_reader",
             RegionArgs::parse(args, SHM_MESSAGE)
                 .and_then(|args| reader::run(&args, &mut std::io::stdout())),
         ),
     }
+}
+
+/// Gives the region `name` (in /dev/shm) to "UID:GID".
+fn share_region(name: &str, owner: &str) -> mmap_lab::Result<()> {
+    let (uid, gid) = owner
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .ok_or_else(|| mmap_lab::Error::usage("--share-with takes UID:GID"))?;
+    let path = crate::observe::region::region_path(
+        std::path::Path::new(crate::observe::region::SYSTEM_SHM_DIR),
+        name,
+    );
+    std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+        .map_err(|e| mmap_lab::Error::os(format_args!("cannot share {}", path.display()), e))
 }
 
 /// Exit 2 with a message on stderr: nothing could be graded.
@@ -393,7 +468,10 @@ fn grade_command(args: GradeArgs) -> ExitCode {
         slot: args.slot,
         private_mounts,
     };
-    watch_deadline(rubric.deadline);
+    watch_deadline(match args.deadline {
+        Some(limit) => limit.min(rubric.deadline),
+        None => rubric.deadline,
+    });
     let report = match grade::grade(&args.dir, &rubric, &options) {
         Ok(report) => report,
         Err(e) => return cannot(e),
@@ -458,12 +536,12 @@ fn watch_signals() {
     });
 }
 
-/// After the rubric's overall deadline, stop as on an interrupt.
+/// After the overall deadline, stop as on an interrupt.
 pub fn watch_deadline(deadline: std::time::Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(deadline);
         runner::abort_all(&format!(
-            "the rubric's overall deadline ({}) passed",
+            "the grading's overall deadline ({}) passed",
             humantime::format_duration(deadline)
         ));
     });

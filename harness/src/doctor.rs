@@ -62,6 +62,7 @@ pub struct Options<'a> {
 pub fn diagnose(opts: &Options) -> Diagnosis {
     let sandbox = Sandbox::probe(Level::Full, opts.slot, opts.private_mounts);
     let mut findings = vec![isolation(&sandbox, opts.require), bubblewrap(&sandbox)];
+    findings.push(grader_reach(&sandbox));
     findings.push(strace(opts.rubric));
     findings.extend(build_tools(&sandbox, opts));
     findings.push(cgroups(&sandbox));
@@ -164,6 +165,33 @@ fn bubblewrap(sandbox: &Sandbox) -> Finding {
             why.clone().unwrap_or_else(|| "not used".into()),
         )
         .fix(full_fix(sandbox)),
+    }
+}
+
+/// Whether learner code could read the grader's binary where it runs
+/// without namespaces (it can run none of it: the reference programs need
+/// the grading's token).
+fn grader_reach(sandbox: &Sandbox) -> Finding {
+    let exe = sandbox.labgrade().display().to_string();
+    let readable = crate::sandbox::unreadable_by_others(sandbox.labgrade()).is_none();
+    match sandbox.level {
+        Level::Uid if readable => finding(
+            "grader",
+            State::Warning,
+            format!("{exe} can be read by learner code at the uid level"),
+        )
+        .fix(format!("install it root-only: chmod 700 {exe}")),
+        Level::Minimal => finding(
+            "grader",
+            State::Warning,
+            "learner code runs as the grader's own user: it can read and run the grader",
+        )
+        .fix(full_fix(sandbox)),
+        _ => finding(
+            "grader",
+            State::Ok,
+            format!("{exe} is out of learner code's reach"),
+        ),
     }
 }
 
@@ -282,9 +310,68 @@ fn build_tools(sandbox: &Sandbox, opts: &Options) -> Vec<Finding> {
         };
         findings.push(f.needed(true));
     }
+    findings.push(watch(sandbox, &area, run.path(), opts.rubric));
     drop(area);
     sandbox.finish();
     findings
+}
+
+/// Whether the sandbox's init can watch a program's reads and writes (a
+/// seccomp filter with a listener, Linux 5.5 or later): tried on `true`.
+fn watch(
+    sandbox: &Sandbox,
+    area: &crate::sandbox::Area,
+    run: &std::path::Path,
+    rubric: &Rubric,
+) -> Finding {
+    let needed_by: Vec<&str> = rubric
+        .checks
+        .iter()
+        .filter(|c| matches!(c.kind(), Kind::FileUsesMmap | Kind::ShmUsesMmap))
+        .map(|c| c.id())
+        .collect();
+    let dir = run.join("watch");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = sandbox.give(&dir);
+    let spec = crate::runner::Spec {
+        role: "watch".into(),
+        program: "/bin/true".into(),
+        args: Vec::new(),
+        shown: vec!["true".into()],
+        env: crate::runner::clean_env(&dir),
+        dir,
+        held_stdin: false,
+        timeout: std::time::Duration::from_secs(30),
+        limits: crate::runner::Limits {
+            cpu_secs: 10,
+            file_bytes: 1 << 20,
+            open_files: 64,
+        },
+        confine: Default::default(),
+        memory_cgroups: Vec::new(),
+    };
+    let spec = sandbox.contain(spec, area, crate::sandbox::Purpose::Run);
+    let works = crate::runner::run(spec).is_ok_and(|f| f.io.is_some());
+    let needed = !needed_by.is_empty();
+    if works {
+        finding(
+            "watch",
+            State::Ok,
+            "the sandbox's init can watch reads and writes (seccomp notifications)",
+        )
+        .needed(needed)
+    } else {
+        finding(
+            "watch",
+            State::Missing,
+            format!(
+                "reads and writes cannot be watched (seccomp notifications: Linux 5.5 or later, allowed by any container's profile) · needed by {}",
+                needed_by.join(", ")
+            ),
+        )
+        .fix("grade on Linux 5.5 or later; in a container, allow the seccomp() system call")
+        .needed(needed)
+    }
 }
 
 fn cgroups(sandbox: &Sandbox) -> Finding {

@@ -12,7 +12,7 @@ use crate::observe::region::{self, Seen};
 use crate::observe::trace::Trace;
 use crate::rubric::{Ready, Release, Start};
 use crate::runner::{self, Finished, Running, SIGINT, SIGTERM, Spec};
-use crate::session::{Session, Who};
+use crate::session::{RunEvidence, Session, Who};
 
 /// How long a writer may live at most, whatever happens: every phase has
 /// its own shorter deadline; this is the backstop.
@@ -38,8 +38,13 @@ fn read_trace(path: Option<PathBuf>) -> Option<Trace> {
 pub enum FileSeen {
     /// No such file; the names that were in the directory instead.
     Missing { others: Vec<String> },
-    /// Its size and bytes (at most the first MiB).
-    Present { size: u64, bytes: Vec<u8> },
+    /// Its size and bytes (at most the first MiB), and which file it is
+    /// (device, inode), for the watch's evidence.
+    Present {
+        size: u64,
+        bytes: Vec<u8>,
+        id: (u64, u64),
+    },
 }
 
 #[derive(Debug)]
@@ -49,18 +54,16 @@ pub struct MapfileOutcome {
     pub trace: Option<Trace>,
 }
 
-/// Runs mapfile in an empty directory, then reads datafile.bin through the
-/// grader's own mapping once mapfile and its group are gone. Traced or not:
-/// the verdicts on what mapfile did come from an untraced run, so tracing's
-/// cost (a program that floods its output makes a system call per line)
-/// never decides them; the evidence of mappings comes from a traced run.
-pub fn mapfile(session: &mut Session, trace: bool) -> Result<Rc<MapfileOutcome>, GraderError> {
-    if let Some(done) = session.mapfile.get(&trace) {
+/// Runs mapfile (traced) in an empty directory, then reads datafile.bin
+/// through the grader's own mapping once mapfile and its group are gone.
+/// One run: what it did and how it did it are judged from the same run.
+pub fn mapfile(session: &mut Session) -> Result<Rc<MapfileOutcome>, GraderError> {
+    if let Some(done) = &session.mapfile {
         return Ok(done.clone());
     }
     let spec = session.mapfile_spec();
     let dir = spec.dir.clone();
-    let (spec, trace_path) = session.prepare(spec, "mapfile", trace);
+    let (spec, trace_path) = session.prepare(spec, "mapfile", true);
     let run = start(spec)?.finish();
     let file = read_datafile(&dir, &session.rubric.file.name);
     let outcome = Rc::new(MapfileOutcome {
@@ -68,7 +71,7 @@ pub fn mapfile(session: &mut Session, trace: bool) -> Result<Rc<MapfileOutcome>,
         file,
         trace: read_trace(trace_path),
     });
-    session.mapfile.insert(trace, outcome.clone());
+    session.mapfile = Some(outcome.clone());
     Ok(outcome)
 }
 
@@ -88,7 +91,12 @@ fn read_datafile(dir: &std::path::Path, name: &str) -> FileSeen {
             return FileSeen::Missing { others };
         }
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let meta = file.metadata().ok();
+    let size = meta.as_ref().map_or(0, |m| m.len());
+    let id = meta.as_ref().map_or((0, 0), |m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    });
     let len = size.min(KEEP) as usize;
     let bytes = if len == 0 {
         Vec::new()
@@ -100,7 +108,7 @@ fn read_datafile(dir: &std::path::Path, name: &str) -> FileSeen {
             Err(_) => Vec::new(),
         }
     };
-    FileSeen::Present { size, bytes }
+    FileSeen::Present { size, bytes, id }
 }
 
 // ---------------------------------------------------------------- no writer
@@ -162,6 +170,8 @@ pub struct PairPlan {
     pub size: u64,
     /// What the writer is expected to write (the reference writes it).
     pub message: String,
+    /// Run the learner's programs under strace too, for the evidence of
+    /// their mappings (the watch of reads and writes is always on).
     pub trace: bool,
     /// Read the writer's peak memory while it holds the region.
     pub measure: bool,
@@ -214,8 +224,13 @@ pub struct PairOutcome {
     pub region_allocated: Option<u64>,
     pub writer_trace: Option<Trace>,
     pub reader_trace: Option<Trace>,
-    /// Regions present when readiness failed, for hints.
-    pub names_seen: Vec<String>,
+    /// The inode of the stdin pipe the grader released the writer through.
+    pub writer_stdin: Option<u64>,
+    /// What the shm directory held when readiness failed (for hints, and to
+    /// tell whose doing a reference writer's failure was), and its free
+    /// space then.
+    pub shm_seen: Vec<region::Entry>,
+    pub shm_free: Option<u64>,
 }
 
 impl PairOutcome {
@@ -303,6 +318,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     );
     let (spec, writer_tpath) = session.prepare(spec, "writer", plan.trace);
     let mut writer = start(spec)?;
+    let writer_stdin = writer.stdin_inode();
 
     // 1. Readiness, as the rubric defines it.
     let began = Instant::now();
@@ -363,10 +379,15 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
         }
     };
     let ready = matches!(readiness, Readiness::Ready { .. });
-    let names_seen = if ready {
-        Vec::new()
+    let (shm_seen, shm_free) = if ready {
+        (Vec::new(), None)
     } else {
-        region::names_in(session.shm_dir())
+        (
+            region::entries(session.shm_dir()),
+            region::capacity(session.shm_dir())
+                .ok()
+                .map(|(_, free)| free),
+        )
     };
 
     // 2. While the writer holds the region: measure, then the reader.
@@ -446,6 +467,29 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     make_absent(&writer_path)?;
     make_absent(&session.region_path(&reader_name))?;
 
+    // What the watch saw of the learner's programs, kept for the evidence
+    // checks whichever check this pair is for.
+    let region = match &readiness {
+        Readiness::Ready { seen: Some(s), .. } => Some(s.id),
+        _ => None,
+    };
+    if plan.writer == Who::Learner {
+        session.evidence.push(RunEvidence {
+            role: "writer",
+            region,
+            io: writer.io.clone(),
+        });
+    }
+    if plan.reader == Some(Who::Learner)
+        && let Some(r) = &reader
+    {
+        session.evidence.push(RunEvidence {
+            role: "reader",
+            region,
+            io: r.io.clone(),
+        });
+    }
+
     Ok(PairOutcome {
         plan,
         writer_name,
@@ -460,6 +504,8 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
         region_allocated,
         writer_trace: read_trace(writer_tpath),
         reader_trace: read_trace(reader_tpath),
-        names_seen,
+        writer_stdin,
+        shm_seen,
+        shm_free,
     })
 }

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::build::{self, Program};
-use crate::checks::Status;
 use crate::hash::{seed, tree_sha256};
 use crate::judge;
 use crate::observe::trace::Tracer;
@@ -59,11 +58,23 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
     let submission_sha =
         tree_sha256(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
 
+    let secret = crate::secret::Secret::load().map_err(|e| e.to_string())?;
     let run_dir = tempfile::Builder::new()
         .prefix("labgrade-")
         .tempdir()
         .map_err(|e| format!("cannot create a working directory: {e}"))?;
-    let sandbox = Sandbox::probe(options.isolation, options.slot, options.private_mounts);
+    let mut sandbox = Sandbox::probe(options.isolation, options.slot, options.private_mounts);
+    if sandbox.level == Level::Minimal {
+        sandbox.notes.push(format!(
+            "learner code runs as the grader's own user: it can read the grader's secret key ({}), so the reference writer's message can be predicted",
+            secret.path.display()
+        ));
+    } else if secret.readable_by_others() {
+        sandbox.notes.push(format!(
+            "the secret key {} can be read by other users: make it readable by its owner only (chmod 600)",
+            secret.path.display()
+        ));
+    }
     let area = sandbox
         .area(run_dir.path(), options.private_mounts)
         .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
@@ -104,7 +115,7 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
         &sandbox,
         &area,
         Tracer::probe(),
-        seed(&submission_sha, &rubric.sha256),
+        seed(&submission_sha, &rubric.sha256, &secret.key),
     );
     let judged = judge::judge(&mut session, &to_run);
     drop(session);
@@ -122,11 +133,12 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
             continue;
         }
         let v = j.verdict;
-        complete &= v.status != Status::Error && !v.environment;
+        complete &= !j.fault;
         checks.push(CheckReport {
             id: j.check.id().to_string(),
             name: j.check.name.clone(),
-            status: v.status.as_str().to_string(),
+            status: v.status,
+            graded: !j.fault,
             score: j.score,
             max_score: j.max_score,
             message: v.message,

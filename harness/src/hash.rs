@@ -52,8 +52,30 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()
     Ok(())
 }
 
-/// A seed for the grader's randomness from the two hashes.
-pub fn seed(submission_sha: &str, rubric_sha: &str) -> u64 {
-    let digest = Sha256::digest(format!("{submission_sha}:{rubric_sha}").as_bytes());
-    u64::from_le_bytes(digest[..8].try_into().unwrap())
+/// A seed for the grader's randomness from the two hashes and the grader's
+/// secret key: the same on every regrade with the same key, and not to be
+/// worked out by anyone without it.
+pub fn seed(submission_sha: &str, rubric_sha: &str, secret: &[u8]) -> u64 {
+    let mut hasher = Sha256::new();
+    hasher.update(secret);
+    hasher.update((secret.len() as u64).to_le_bytes());
+    hasher.update(format!("{submission_sha}:{rubric_sha}").as_bytes());
+    u64::from_le_bytes(hasher.finalize()[..8].try_into().unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seed;
+
+    #[test]
+    fn the_seed_follows_the_secret_as_well_as_the_hashes() {
+        let a = seed("sub", "rub", b"key one");
+        assert_eq!(
+            a,
+            seed("sub", "rub", b"key one"),
+            "a regrade gives the same seed"
+        );
+        assert_ne!(a, seed("sub", "rub", b"key two"));
+        assert_ne!(a, seed("sub2", "rub", b"key one"));
+    }
 }

@@ -15,7 +15,10 @@ pub struct Judged<'r> {
     pub check: &'r CheckConfig,
     pub verdict: Verdict,
     pub score: f64,
+    /// Always the check's full points: a grader fault never shrinks it.
     pub max_score: f64,
+    /// A grader fault: not graded, the grade incomplete.
+    pub fault: bool,
     pub duration_ms: u64,
 }
 
@@ -71,10 +74,9 @@ pub fn judge<'r>(session: &mut Session<'r>, run: &HashSet<String>) -> Vec<Judged
         {
             verdict = Verdict::error(format!("cut short: {reason}")).runs(verdict.runs);
         }
-        let out_of_max = verdict.status == Status::Error || verdict.environment;
-        done.insert(check.id(), (verdict.status, out_of_max));
-        let max_score = if out_of_max { 0.0 } else { check.points() };
-        let score = if out_of_max {
+        let fault = verdict.fault();
+        done.insert(check.id(), (verdict.status, fault));
+        let score = if fault {
             0.0
         } else {
             check.points() * verdict.fraction
@@ -83,16 +85,17 @@ pub fn judge<'r>(session: &mut Session<'r>, run: &HashSet<String>) -> Vec<Judged
             check,
             verdict,
             score,
-            max_score,
+            max_score: check.points(),
+            fault,
             duration_ms: started.elapsed().as_millis() as u64,
         });
     }
     judged
 }
 
-/// `done`: each check run so far, with whether it was taken out of the
-/// maximum (an error, or not runnable here): what needs such a check is not
-/// charged to the learner either.
+/// `done`: each check run so far, with whether it was a grader fault (an
+/// error, or not runnable here): what needs such a check is not charged to
+/// the learner either, and is not graded.
 fn verdict_for(
     session: &mut Session,
     check: &CheckConfig,
@@ -106,8 +109,8 @@ fn verdict_for(
     for need in check.needs() {
         match done.get(need) {
             Some((Status::Passed, _)) => {}
-            Some((status, true)) => {
-                return Verdict::unavailable(format!("needs {need}, which {}", past(*status)));
+            Some((_, true)) => {
+                return Verdict::unavailable(format!("needs {need}, which could not be graded"));
             }
             Some((status, false)) => {
                 return Verdict::skipped(format!("needs {need}, which {}", past(*status)));

@@ -21,5 +21,7 @@ pub mod report;
 pub mod rubric;
 pub mod runner;
 pub mod sandbox;
+pub mod secret;
 pub mod session;
+pub mod state;
 pub mod tools;

@@ -11,10 +11,6 @@ use crate::grade::{self, Options};
 use crate::report::{Format, Gradescope, gradescope_failure, runner_id};
 use crate::rubric::Rubric;
 
-/// Gradescope gives a submission 10 minutes by default and records nothing
-/// if it runs over: labgrade stops itself well before.
-const GRADESCOPE_DEADLINE: Duration = Duration::from_secs(8 * 60);
-
 /// The kit's source tree, where this labgrade was built from (if it is
 /// still there): what `package gradescope` puts in the autograder.
 fn built_from() -> Option<PathBuf> {
@@ -27,8 +23,15 @@ fn built_from() -> Option<PathBuf> {
 /// `labgrade gradescope`: grades ROOT/submission with ROOT/source/grading.toml
 /// (the built-in rubric if there is none) and always writes
 /// ROOT/results/results.json, whatever happens.
-pub fn gradescope(root: &Path, options: Options) -> (ExitCode, Option<Duration>) {
+/// Gradescope gives a submission 10 minutes by default and records nothing
+/// if it runs over: labgrade stops itself at `limit` (8 minutes by default),
+/// or at the rubric's deadline if that is sooner.
+pub fn gradescope(root: &Path, options: Options, limit: Duration) -> (ExitCode, Option<Duration>) {
     let started = Instant::now();
+    // Before any learner code runs: the rubric, the secret key, the kit's
+    // sources and the learners' metadata become the grader's alone (learner
+    // code runs as another uid here, and could read anything else).
+    seal(root);
     let results = root.join("results");
     let write = |text: &str| -> ExitCode {
         match std::fs::create_dir_all(&results)
@@ -64,7 +67,7 @@ pub fn gradescope(root: &Path, options: Options) -> (ExitCode, Option<Duration>)
     } else {
         Rubric::default_rubric()
     };
-    rubric.deadline = rubric.deadline.min(GRADESCOPE_DEADLINE);
+    rubric.deadline = rubric.deadline.min(limit);
     let deadline = rubric.deadline;
     crate::cli::watch_deadline(deadline);
     let graded = catch_unwind(AssertUnwindSafe(|| {
@@ -85,6 +88,20 @@ pub fn gradescope(root: &Path, options: Options) -> (ExitCode, Option<Duration>)
         Err(_) => fail("the grader failed unexpectedly (a bug in labgrade)"),
     };
     (code, Some(deadline))
+}
+
+/// Makes what in ROOT is the grader's readable by root only.
+fn seal(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| {
+        if path.exists() {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+        }
+    };
+    set(&root.join("source"), 0o700);
+    set(&root.join("submission_metadata.json"), 0o600);
+    let _ = std::fs::create_dir_all(root.join("results"));
+    set(&root.join("results"), 0o700);
 }
 
 /// `labgrade package gradescope`: autograder.zip with setup.sh,
@@ -133,6 +150,19 @@ pub fn package_gradescope(
             exe,
         )?;
         add("grading.toml", rubric_text.as_bytes(), plain)?;
+        // The autograder's own secret key: regrades there give the same
+        // reports, and no one without the zip can work out its messages.
+        let mut key = [0u8; 32];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
+            &mut key,
+        )
+        .map_err(|e| e.to_string())?;
+        add(
+            "secret.key",
+            &key,
+            zip::write::SimpleFileOptions::default().unix_permissions(0o600),
+        )?;
         if let Some(dir) = &kit_dir {
             for file in kit_files(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
                 let rel = file.strip_prefix(dir).unwrap_or(&file);

@@ -47,7 +47,10 @@ pub struct Rubric {
     #[serde(default)]
     pub title: String,
     /// The whole grading's deadline: checks not done by then are reported
-    /// as not run (a grader error, never the learner's).
+    /// as not run (a grader error, never the learner's). It must leave room
+    /// for the worst case the rubric's own timeouts allow
+    /// ([`Rubric::time_budget`]), so that learner code slow within those
+    /// timeouts is charged for that, never left "not run".
     #[serde(default = "default_deadline", deserialize_with = "duration")]
     pub deadline: Duration,
     #[serde(default)]
@@ -95,7 +98,7 @@ impl Default for BuildConfig {
             cxx: "c++".into(),
             cflags: vec!["-O2".into(), "-Wall".into()],
             libs: vec!["-lrt".into()],
-            timeout: Duration::from_secs(300),
+            timeout: Duration::from_secs(180),
         }
     }
 }
@@ -387,7 +390,7 @@ impl Kind {
     /// The parameters a check of this kind accepts.
     fn params(self) -> &'static [&'static str] {
         match self {
-            Kind::ShmRepeat => &["runs", "jitter"],
+            Kind::ShmRepeat => &["runs", "jitter", "timeout"],
             Kind::ShmLarge => &["size", "max_peak_mib"],
             Kind::ShmNoWriter => &["timeout", "expect_exit", "expect_stderr"],
             _ => &[],
@@ -471,10 +474,15 @@ impl CheckConfig {
     pub fn expect_stderr(&self) -> bool {
         self.expect_stderr.as_ref().is_none_or(|e| *e.get_ref())
     }
+    /// shm.no_writer: how long the reader alone may run (default 2 s).
+    /// shm.repeat: how long all its handoffs may take together (default
+    /// 60 s); what is left when it runs out fails, the learner's slowness.
     pub fn timeout(&self) -> Duration {
-        self.timeout
-            .as_ref()
-            .map_or(Duration::from_secs(2), |t| *t.get_ref())
+        let default = match self.resolved {
+            Kind::ShmRepeat => Duration::from_secs(60),
+            _ => Duration::from_secs(2),
+        };
+        self.timeout.as_ref().map_or(default, |t| *t.get_ref())
     }
 
     /// The parameters given, with where they were given.
@@ -561,9 +569,10 @@ impl Rubric {
             let key = (path != ".").then_some(path);
             error(inner.span(), key, inner.message().to_string())
         })?;
-        rubric
-            .validate()
-            .map_err(|(span, key, message)| error(span, Some(key), message))?;
+        rubric.validate().map_err(|(span, key, message)| {
+            let span = span.or_else(|| key_span(text, &key));
+            error(span, Some(key), message)
+        })?;
         rubric.origin = origin.to_string();
         rubric.sha256 = sha256_hex(text.as_bytes());
         Ok(rubric)
@@ -684,6 +693,19 @@ impl Rubric {
                 ),
             ));
         }
+        let budget = self.time_budget();
+        if self.deadline < budget.total {
+            return Err((
+                None,
+                "deadline".into(),
+                format!(
+                    "{} is shorter than the worst case this rubric's own timeouts allow, {} ({}): raise it, or lower those timeouts",
+                    humantime::format_duration(self.deadline),
+                    humantime::format_duration(budget.total),
+                    budget.describe()
+                ),
+            ));
+        }
         if self.output.mode == MatchMode::Regex {
             for (key, line) in [
                 ("region.line", &self.region.line),
@@ -704,6 +726,66 @@ impl Rubric {
     /// The total of all points.
     pub fn total_points(&self) -> f64 {
         self.checks.iter().map(CheckConfig::points).sum()
+    }
+
+    /// The longest a grading can take when learner code is as slow as every
+    /// timeout allows (a program still computing at its deadline gets one
+    /// more to reach its CPU limit, so a run counts twice its timeout), plus
+    /// room for the grader's own work. The overall deadline must be at
+    /// least this.
+    pub fn time_budget(&self) -> TimeBudget {
+        let run = |t: Duration| 2 * t;
+        let w = &self.programs.writer;
+        let reader_first = if self.region.start == Start::ReaderFirst {
+            self.region.reader_delay
+        } else {
+            Duration::ZERO
+        };
+        let pair = reader_first
+            + w.ready_timeout
+            + run(self.programs.reader.timeout)
+            + w.hold
+            + w.exit_timeout
+            + crate::runner::GRACE;
+        let has = |kinds: &[Kind]| self.checks.iter().any(|c| kinds.contains(&c.kind()));
+        let mut parts = vec![
+            ("the build".to_string(), self.build.timeout),
+            ("mapfile".to_string(), run(self.programs.mapfile.timeout)),
+        ];
+        for (kinds, name) in [
+            (
+                &[Kind::ShmObserved, Kind::ShmWriterInterop][..],
+                "the writer with the reference reader",
+            ),
+            (
+                &[Kind::ShmHandoff, Kind::ShmCleanup, Kind::ShmUsesMmap][..],
+                "the learner's pair",
+            ),
+            (
+                &[Kind::ShmReaderInterop][..],
+                "the reference writer with the reader",
+            ),
+        ] {
+            if has(kinds) {
+                parts.push((name.to_string(), pair));
+            }
+        }
+        for c in &self.checks {
+            match c.kind() {
+                Kind::ShmNoWriter => parts.push((c.id().to_string(), run(c.timeout()))),
+                Kind::ShmLarge => parts.push((c.id().to_string(), pair)),
+                // Its own budget, and the handoff under way when it ran out.
+                Kind::ShmRepeat => {
+                    parts.push((c.id().to_string(), c.timeout() + pair + c.jitter()))
+                }
+                _ => {}
+            }
+        }
+        parts.push(("the grader's own work".to_string(), GRADER_MARGIN));
+        TimeBudget {
+            total: parts.iter().map(|(_, d)| *d).sum(),
+            parts,
+        }
     }
 
     /// The largest region or file any check makes: the lab's region, its
@@ -733,6 +815,54 @@ impl Rubric {
             .as_deref()
             .unwrap_or(&self.region.name)
     }
+}
+
+/// Room in the time budget for what the grader itself does: copying,
+/// probing, starting sandboxes, reading traces.
+const GRADER_MARGIN: Duration = Duration::from_secs(30);
+
+/// The worst-case time of a grading, and what it is made of.
+#[derive(Debug, Clone)]
+pub struct TimeBudget {
+    pub total: Duration,
+    pub parts: Vec<(String, Duration)>,
+}
+
+impl TimeBudget {
+    /// "the build 3m, mapfile 10s, ..."
+    pub fn describe(&self) -> String {
+        self.parts
+            .iter()
+            .map(|(what, d)| format!("{what} {}", humantime::format_duration(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Where `key` ("deadline", "region.size") is set in `text`, for an error
+/// found after parsing; None when it is not written (a default).
+fn key_span(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let (table, name) = match key.rsplit_once('.') {
+        Some((table, name)) => (Some(table), name),
+        None => (None, key),
+    };
+    let mut in_table = table.is_none();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            let header = header.trim_end_matches(']').trim_matches(['[', ']']);
+            in_table = table == Some(header);
+        } else if in_table
+            && let Some(rest) = trimmed.strip_prefix(name)
+            && rest.trim_start().starts_with('=')
+        {
+            let start = offset + (line.len() - line.trim_start().len());
+            return Some(start..start + name.len());
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// 1-based line and column of a byte offset.

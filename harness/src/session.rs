@@ -15,6 +15,9 @@ use crate::rubric::{Rubric, fill};
 use crate::runner::{Limits, Spec};
 use crate::sandbox::{Area, Purpose, Sandbox};
 
+/// The variable that carries the reference writer's message.
+pub const REF_MESSAGE_ENV: &str = "LABGRADE_REF_MESSAGE";
+
 /// Limits for a learner's program at run time. CPU time is half the wall
 /// deadline (at least a second), so a busy loop ends with SIGXCPU, told
 /// apart from a program that merely waits (the runner gives a program that
@@ -28,6 +31,17 @@ fn run_limits(rubric: &Rubric, timeout: Duration) -> Limits {
         file_bytes: rubric.largest_region() + (64 << 20),
         open_files: 256,
     }
+}
+
+/// One run of a learner's writer or reader, for the evidence checks.
+#[derive(Debug, Clone)]
+pub struct RunEvidence {
+    /// "writer" or "reader".
+    pub role: &'static str,
+    /// The region it was to use (device, inode), when the grader saw one.
+    pub region: Option<(u64, u64)>,
+    /// What the watch saw; None where it could not watch.
+    pub io: Option<crate::observe::watch::IoEvents>,
 }
 
 /// Whose program plays a part: the learner's, or the grader's reference.
@@ -50,10 +64,14 @@ pub struct Session<'r> {
     /// labgrade itself, which carries the reference programs.
     pub labgrade: PathBuf,
     next_dir: usize,
-    /// mapfile's runs, untraced and traced.
-    pub(crate) mapfile: HashMap<bool, Rc<MapfileOutcome>>,
+    /// mapfile's one run.
+    pub(crate) mapfile: Option<Rc<MapfileOutcome>>,
     pub(crate) no_writer: HashMap<Duration, Rc<NoWriterOutcome>>,
     pub(crate) pairs: HashMap<String, Rc<PairOutcome>>,
+    /// What the watch saw of every run of the learner's writer and reader,
+    /// whichever check made it: how a program uses the region is judged on
+    /// all its runs, watched or traced or not.
+    pub(crate) evidence: Vec<RunEvidence>,
 }
 
 impl<'r> Session<'r> {
@@ -73,11 +91,12 @@ impl<'r> Session<'r> {
             area,
             tracer,
             rng: fastrand::Rng::with_seed(seed),
-            labgrade: area.labgrade.clone(),
+            labgrade: sandbox.labgrade().to_path_buf(),
             next_dir: 0,
-            mapfile: HashMap::new(),
+            mapfile: None,
             no_writer: HashMap::new(),
             pairs: HashMap::new(),
+            evidence: Vec::new(),
         }
     }
 
@@ -97,13 +116,20 @@ impl<'r> Session<'r> {
         !self.area.private_shm
     }
 
-    /// `spec` as it really runs: contained at this grading's level, and,
-    /// when `trace` is asked for and possible, under strace (outside the
-    /// sandbox, where the program cannot reach its trace). Returns the
-    /// trace's path too.
+    /// `spec` as it really runs: contained at this grading's level (a
+    /// learner's program under the init's watch of its reads and writes,
+    /// always), and, when `trace` is asked for, under strace where it can be
+    /// (outside the sandbox, where the program cannot reach its trace).
+    /// Returns the trace's path too.
     pub fn prepare(&mut self, spec: Spec, label: &str, trace: bool) -> (Spec, Option<PathBuf>) {
-        let spec = self.sandbox.contain(spec, self.area, Purpose::Run);
-        if !trace {
+        let reference = spec.program == self.labgrade;
+        let purpose = if reference {
+            Purpose::Reference
+        } else {
+            Purpose::Run
+        };
+        let spec = self.sandbox.contain(spec, self.area, purpose);
+        if reference || !trace {
             return (spec, None);
         }
         let out = self.trace_path(label);
@@ -174,8 +200,18 @@ impl<'r> Session<'r> {
         match who {
             Who::Learner => self.learner_spec(&cfg.binary, &cfg.args, name, size, timeout, true),
             Who::Reference => {
-                let extra = ["--message".to_string(), message.to_string()];
-                self.reference_spec("writer", name, size, &extra, timeout, true)
+                // The message goes in the environment, not the command line,
+                // which every process on the machine may read.
+                let mut spec = self.reference_spec("writer", name, size, &[], timeout, true);
+                spec.env
+                    .push((REF_MESSAGE_ENV.into(), message.to_string().into()));
+                if let Some(uid) = self.sandbox.learner_uid() {
+                    // Its region belongs to the learner, as if the learner's
+                    // own writer had made it.
+                    spec.args
+                        .extend(["--share-with".to_string(), format!("{uid}:{uid}")]);
+                }
+                spec
             }
         }
     }
@@ -238,7 +274,9 @@ impl<'r> Session<'r> {
         let label = format!("reference shm_{role}");
         let shown = vec![label.clone(), name.to_string(), size.to_string()];
         let program = self.labgrade.clone();
-        self.spec(label, program, args, shown, timeout, held_stdin)
+        let mut spec = self.spec(label, program, args, shown, timeout, held_stdin);
+        spec.env.push(self.area.reference_env());
+        spec
     }
 
     fn learner_program(&self, binary: &str) -> PathBuf {

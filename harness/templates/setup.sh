@@ -16,6 +16,12 @@ export PATH=/usr/local/cargo/bin:$PATH
 @INSTALL_KIT@
 chmod -R a+rX /usr/local/rustup /usr/local/cargo
 
+# The grader, its rubric, its key and the kit's sources are root's alone:
+# learner code runs here as an unprivileged uid without namespaces, and can
+# read whatever other users may.
+chmod 700 /usr/local/bin/labgrade /autograder/source
+chmod 600 /autograder/source/secret.key
+
 # What this image offers for grading, each problem with its fix: stop here,
 # rather than grade every submission incompletely, if the rubric lacks
 # something it needs or learner code cannot run as an unprivileged uid.

@@ -17,7 +17,26 @@ pub fn run(
     release: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut region = WriterRegion::create(&args.name, args.size)?;
+    hold(
+        WriterRegion::create(&args.name, args.size)?,
+        args,
+        message,
+        release,
+        out,
+    )
+}
+
+/// The rest of [`run`], for a region already created: store `message`,
+/// hold it until released, remove it. (A caller that must do something to
+/// the new region first, such as the grader sharing it with another user,
+/// creates it itself.)
+pub fn hold(
+    mut region: WriterRegion,
+    args: &RegionArgs,
+    message: &str,
+    release: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<()> {
     put_message(region.bytes_mut(), message);
     writeln!(
         out,

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::journal::Entry;
+use crate::checks::Status;
 use crate::report::{Format, Markdown, Report, points};
 
 /// What the gradebook and summary need of one learner: a few hundred
@@ -21,8 +22,8 @@ pub struct Row {
     pub why: Option<String>,
     /// (score, max) when there is a report.
     pub total: Option<(f64, f64)>,
-    /// (check id, points, status) in report order.
-    pub checks: Vec<(String, f64, String)>,
+    /// (check id, points or None when not graded, status) in report order.
+    pub checks: Vec<(String, Option<f64>, Status)>,
 }
 
 impl Row {
@@ -38,7 +39,7 @@ impl Row {
                 .flat_map(|r| {
                     r.checks
                         .iter()
-                        .map(|c| (c.id.clone(), c.score, c.status.clone()))
+                        .map(|c| (c.id.clone(), c.graded.then_some(c.score), c.status))
                 })
                 .collect(),
         }
@@ -46,6 +47,17 @@ impl Row {
 
     pub fn graded(&self) -> bool {
         self.status == "graded"
+    }
+
+    /// The score in percent of the maximum: only for a grade that is final
+    /// (an incomplete one has none, so it never enters a histogram).
+    pub fn percent(&self) -> Option<f64> {
+        match self.total {
+            Some((score, max)) if self.graded() && max > 0.0 => {
+                Some((score / max * 100.0).clamp(0.0, 100.0))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -96,7 +108,12 @@ fn status_text(row: &Row) -> String {
 
 fn write_csv(rows: &BTreeMap<String, Row>, checks: &[String], path: &Path) -> std::io::Result<()> {
     let mut csv = csv::Writer::from_path(path)?;
-    let mut header = vec!["learner".to_string(), "score".into(), "max".into()];
+    let mut header = vec![
+        "learner".to_string(),
+        "score".into(),
+        "max".into(),
+        "percent".into(),
+    ];
     header.extend(checks.iter().cloned());
     header.push("status".into());
     csv.write_record(&header)?;
@@ -106,16 +123,19 @@ fn write_csv(rows: &BTreeMap<String, Row>, checks: &[String], path: &Path) -> st
             Some((score, max)) => {
                 record.push(points(score));
                 record.push(points(max));
+                record.push(row.percent().map(|p| format!("{p:.1}")).unwrap_or_default());
+                // A check not graded has no points yet: an empty cell, not
+                // a 0 that reads like a failure (the status says why).
                 for id in checks {
                     let cell = row
                         .checks
                         .iter()
                         .find(|(c, _, _)| c == id)
-                        .map(|(_, p, _)| points(*p));
+                        .and_then(|(_, p, _)| p.map(points));
                     record.push(cell.unwrap_or_default());
                 }
             }
-            None => record.extend(std::iter::repeat_n(String::new(), 2 + checks.len())),
+            None => record.extend(std::iter::repeat_n(String::new(), 3 + checks.len())),
         }
         record.push(status_text(row));
         csv.write_record(&record)?;
@@ -150,15 +170,13 @@ pub fn write_feedback(entry: &Entry, dir: &Path, show_hidden: bool) -> std::io::
     }
 }
 
-/// How many graded submissions fall in each band of 10% of the maximum.
+/// How many fully graded submissions fall in each band of 10% of the
+/// maximum (an incomplete grade is in none).
 fn histogram(rows: &BTreeMap<String, Row>) -> [usize; BANDS] {
     let mut bands = [0; BANDS];
-    for (score, max) in rows.values().filter_map(|r| r.total) {
-        if max > 0.0 {
-            let percent = (score / max * 100.0).clamp(0.0, 100.0);
-            let band = ((percent / 10.0) as usize).min(BANDS - 1);
-            bands[band] += 1;
-        }
+    for percent in rows.values().filter_map(Row::percent) {
+        let band = ((percent / 10.0) as usize).min(BANDS - 1);
+        bands[band] += 1;
     }
     bands
 }
@@ -186,7 +204,7 @@ fn summary(rows: &BTreeMap<String, Row>, histogram: &[usize; BANDS]) -> String {
     }
     let mut failed: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, _, status) in rows.values().flat_map(|r| &r.checks) {
-        if status == "failed" {
+        if *status == Status::Failed {
             *failed.entry(id).or_default() += 1;
         }
     }
@@ -212,10 +230,11 @@ fn table(rows: &BTreeMap<String, Row>) -> String {
     let width = rows.keys().map(|k| k.len()).max().unwrap_or(7).max(7);
     let mut s = format!("{:<width$}  {:>9}  status\n", "learner", "score");
     for r in rows.values() {
-        let score = r
-            .total
-            .map(|(score, max)| format!("{}/{}", points(score), points(max)))
-            .unwrap_or_else(|| "-".into());
+        let score = match (r.total, r.graded()) {
+            (Some((score, max)), true) => format!("{}/{}", points(score), points(max)),
+            (Some((score, max)), false) => format!("{}?/{}", points(score), points(max)),
+            (None, _) => "-".into(),
+        };
         s.push_str(&format!(
             "{:<width$}  {score:>9}  {}\n",
             r.learner,

@@ -361,9 +361,7 @@ fn grade_one(shared: &Shared, sub: &Submission, slot: u32) -> Option<Entry> {
             }
             .into();
             if entry.status == "incomplete" {
-                entry.why = Some(report.error.clone().unwrap_or_else(|| {
-                    "some checks hit a grader error or could not run here".into()
-                }));
+                entry.why = Some(crate::report::incomplete_because(&report));
             }
             entry.report = Some(report);
         }

@@ -3,6 +3,7 @@
 
 use super::{Verdict, bounded, ending_hint, ending_summary, escaped, has_line};
 use crate::experiments::{self, FileSeen, GraderError};
+use crate::observe::watch;
 use crate::rubric::fill;
 use crate::session::Session;
 
@@ -13,7 +14,7 @@ fn expected_line(session: &Session) -> String {
 
 /// `file.runs`: exit 0 in time, without a signal.
 pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session, false)?;
+    let out = experiments::mapfile(session)?;
     let run = &out.run;
     let runs = vec![run.record.clone()];
     let timeout = session.rubric.programs.mapfile.timeout;
@@ -38,7 +39,7 @@ pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
 
 /// `file.output`: the required line on stdout.
 pub fn output(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session, false)?;
+    let out = experiments::mapfile(session)?;
     let line = expected_line(session);
     let stdout = out.run.stdout.text();
     let runs = vec![out.run.record.clone()];
@@ -67,7 +68,7 @@ pub fn output(session: &mut Session) -> Result<Verdict, GraderError> {
 
 /// `file.contents`: datafile.bin as the grader reads it.
 pub fn contents(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session, false)?;
+    let out = experiments::mapfile(session)?;
     let f = &session.rubric.file;
     let runs = vec![out.run.record.clone()];
     let expected = format!(
@@ -92,7 +93,7 @@ pub fn contents(session: &mut Session) -> Result<Verdict, GraderError> {
                 ))
                 .runs(runs));
         }
-        FileSeen::Present { size, bytes } => (*size, bytes),
+        FileSeen::Present { size, bytes, .. } => (*size, bytes),
     };
     if size != f.size {
         let hint = if size == 0 {
@@ -154,23 +155,32 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             "system calls cannot be watched here ({why})"
         )));
     }
-    let out = experiments::mapfile(session, true)?;
+    let out = experiments::mapfile(session)?;
     let runs = vec![out.run.record.clone()];
     let Some(trace) = &out.trace else {
         return Ok(Verdict::error("the trace of mapfile could not be read"));
     };
-    let suffix = format!("/{}", session.rubric.file.name);
+    let Some(io) = &out.run.io else {
+        return Ok(Verdict::unavailable(
+            "reads and writes cannot be watched here (the kernel's seccomp notifications are missing)",
+        )
+        .runs(runs));
+    };
+    let name = session.rubric.file.name.clone();
+    let suffix = format!("/{name}");
     let is_file = |p: &str| p.ends_with(&suffix);
+    let named = |p: &str| p == name || p.ends_with(&suffix);
     let maps = trace.mmaps(&is_file);
-    let read = trace.bytes_read(&is_file);
-    let writes = trace.writes(&is_file);
-    let probe = escape_for_trace(&session.rubric.file.message);
-    let wrote_message = writes.iter().any(|(data, _)| data.contains(&probe));
+    // The file by inode: a read through another name, or a write to a file
+    // renamed into place, is still a read or write of it.
+    let (read, data_writes) = match &out.file {
+        FileSeen::Present { id, .. } => (watch::bytes_read(io, *id), watch::data_writes(io, *id)),
+        FileSeen::Missing { .. } => (0, Vec::new()),
+    };
     let observed = format!(
-        "mmap of {}: {}; bytes read with read(): {read}; writes: {}",
-        session.rubric.file.name,
+        "mmap of {name}: {}; bytes read with read(): {read}; calls writing data into it: {}",
         describe_maps(&maps),
-        writes.len()
+        calls(&data_writes)
     );
     let expected = "a MAP_SHARED, writable mapping that the message is stored through, and the message read back from a mapping, with no read() or write() of it".to_string();
     let fail = |message: &str, hint: &str| {
@@ -180,10 +190,19 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             .hint(hint)
             .runs(runs.clone()))
     };
-    if wrote_message {
+    if trace.probed_tracing() {
         return fail(
-            "the message was written with write(), not through a mapping",
-            "store the message into the mapped memory (strcpy into the pointer mmap returned); fwrite/fprintf/write go around the mapping",
+            "mapfile checked whether it was being traced (ptrace): what it does when watched cannot be trusted as evidence",
+            "do not call ptrace; do the same thing whether or not anyone watches",
+        );
+    }
+    if !data_writes.is_empty() {
+        return fail(
+            &format!(
+                "the message went into {name} with {}, not through a mapping",
+                calls(&data_writes)
+            ),
+            "store the message into the mapped memory (strcpy into the pointer mmap returned); fwrite/fprintf/write/pwrite go around the mapping",
         );
     }
     if !maps.iter().any(|m| m.shared && m.writable) {
@@ -196,6 +215,12 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
         return fail(
             "the file was never mapped writable and shared",
             "map it with PROT_READ|PROT_WRITE and MAP_SHARED",
+        );
+    }
+    if let Some((call, new)) = trace.new_names(&named).first() {
+        return fail(
+            &format!("mapfile gave {name} a second name ({call} to {new})"),
+            "read the file back through a mapping of the file itself, not under another name",
         );
     }
     if read > 0 {
@@ -211,10 +236,16 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     .runs(runs))
 }
 
-/// The start of `message` as strace prints it (escaped, cut at 64).
-pub fn escape_for_trace(message: &str) -> String {
-    let head: String = message.chars().take(24).collect();
-    head.replace('\\', "\\\\").replace('"', "\\\"")
+/// System call names as a learner reads them: "write(), pwrite64()".
+pub fn calls(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".to_string();
+    }
+    names
+        .iter()
+        .map(|n| format!("{n}()"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn describe_maps(maps: &[crate::observe::trace::Mapping]) -> String {

@@ -13,7 +13,9 @@ use crate::runner::{
 };
 use crate::session::Session;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a check came out. In the JSON report, as lowercase words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Passed,
     Failed,
@@ -115,6 +117,13 @@ impl Verdict {
     pub fn runs(mut self, runs: Vec<RunRecord>) -> Verdict {
         self.runs = runs;
         self
+    }
+
+    /// A grader fault: the grader erred, or this machine cannot run the
+    /// check. Never the learner's doing: such a check is not graded, its
+    /// points stay in the maximum, and the grade is incomplete.
+    pub fn fault(&self) -> bool {
+        self.status == Status::Error || self.environment
     }
 }
 

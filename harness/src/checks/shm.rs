@@ -4,11 +4,11 @@
 
 use std::rc::Rc;
 
-use super::file::{describe_maps, escape_for_trace};
+use super::file::{calls, describe_maps};
 use super::{Verdict, bounded, ending_hint, ending_summary, escaped, has_line};
 use crate::experiments::{self, Early, GraderError, PairOutcome, PairPlan, Readiness};
 use crate::observe::region::Seen;
-use crate::observe::trace::Trace;
+use crate::observe::watch;
 use crate::rubric::{CheckConfig, ExpectExit, Release, fill};
 use crate::runner::Ending;
 use crate::session::{Session, Who};
@@ -31,15 +31,14 @@ fn plan(session: &Session, writer: Who, reader: Option<Who>) -> PairPlan {
 /// The learner's writer and reader together, traced.
 fn learner_pair(session: &mut Session) -> Result<Rc<PairOutcome>, GraderError> {
     let mut p = plan(session, Who::Learner, Some(Who::Learner));
+    // Traced: the evidence of the pair's mappings comes from this run.
     p.trace = true;
     experiments::pair(session, "handoff", p)
 }
 
 /// The learner's writer with the reference reader.
 fn writer_with_reference(session: &mut Session) -> Result<Rc<PairOutcome>, GraderError> {
-    let mut p = plan(session, Who::Learner, Some(Who::Reference));
-    // Traced too, so a writer that leaves on its own is caught here as well.
-    p.trace = true;
+    let p = plan(session, Who::Learner, Some(Who::Reference));
     experiments::pair(session, "writer_interop", p)
 }
 
@@ -65,7 +64,12 @@ fn region_problem(
     let within = humantime::format_duration(session.rubric.programs.writer.ready_timeout);
     let v = match seen {
         None => {
-            let others: Vec<&String> = o.names_seen.iter().filter(|n| *n != name).collect();
+            let others: Vec<&String> = o
+                .shm_seen
+                .iter()
+                .map(|e| &e.name)
+                .filter(|n| *n != name)
+                .collect();
             let observed = if others.is_empty() {
                 match o.readiness {
                     Readiness::Settled { .. } => {
@@ -303,9 +307,13 @@ fn left_on_its_own(session: &Session, o: &PairOutcome) -> Option<Verdict> {
         o.early,
         Some(Early::BeforeReaderDone | Early::DuringHold | Early::AtRelease)
     ) || o.exit_after_release.is_some();
-    let trace = o.writer_trace.as_ref()?;
-    let never_read =
-        trace.bytes_read(&|p: &str| p.starts_with("pipe:")) == 0 && !read_stdin_at_eof(trace);
+    // Only a blocking read of the grader's own pipe counts: a read of some
+    // other pipe (one the program made itself, to wake on a timer) is not
+    // waiting for release. Without the watch this cannot be told.
+    let io = o.writer.io.as_ref()?;
+    let never_read = !o
+        .writer_stdin
+        .is_some_and(|ino| watch::waited_on_pipe(io, ino));
     if !(stdin_release
         && ended_itself
         && never_read
@@ -325,20 +333,32 @@ fn left_on_its_own(session: &Session, o: &PairOutcome) -> Option<Verdict> {
     )
 }
 
-/// A read of stdin that returned 0 (end of file) also counts as waiting.
-fn read_stdin_at_eof(trace: &Trace) -> bool {
-    trace.calls.iter().any(|c| {
-        c.name == "read"
-            && c.fd_path(0).is_some_and(|p| p.starts_with("pipe:"))
-            && c.ret_value() == Some(0)
+/// Everything a full learner handoff must get right, first problem first.
+/// A writer gone while its reader still ran is the cause of whatever the
+/// reader then did: named first, whichever way the race went.
+fn handoff_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
+    pair_problem(session, o, || {
+        reader_problem(session, o, &o.plan.message, "the")
     })
 }
 
-/// Everything a full learner handoff must get right, first problem first.
-fn handoff_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
-    let message = o.plan.message.clone();
+/// The writer's readiness, then the reader's part (`reader`), then the
+/// writer's release; except that a writer gone while its reader still ran
+/// is the cause of whatever the reader then did, and is named first,
+/// whichever way the race went.
+fn pair_problem(
+    session: &Session,
+    o: &PairOutcome,
+    reader: impl FnOnce() -> Option<Verdict>,
+) -> Option<Verdict> {
+    let writer_left_first = o.early == Some(Early::BeforeReaderDone);
     readiness_problem(session, o)
-        .or_else(|| reader_problem(session, o, &message, "the"))
+        .or_else(|| {
+            writer_left_first
+                .then(|| release_problem(session, o))
+                .flatten()
+        })
+        .or_else(reader)
         .or_else(|| release_problem(session, o))
 }
 
@@ -380,13 +400,15 @@ pub fn handoff(session: &mut Session) -> Result<Verdict, GraderError> {
 /// `shm.writer_interop`: the learner's writer, the reference reader.
 pub fn writer_interop(session: &mut Session) -> Result<Verdict, GraderError> {
     let o = writer_with_reference(session)?;
-    let message = o.plan.message.clone();
-    Ok(readiness_problem(session, &o)
-        .or_else(|| reader_problem(session, &o, &message, "the reference").map(|v| {
+    Ok(pair_problem(session, &o, || {
+        reader_problem(session, &o, &o.plan.message, "the reference").map(|v| {
             v.hint("the reference reader could not read the region: create it with the given name and size, and the message at offset 0")
-        }))
-        .or_else(|| release_problem(session, &o))
-        .unwrap_or_else(|| Verdict::pass("the reference reader read the message from the writer's region").runs(o.runs())))
+        })
+    })
+    .unwrap_or_else(|| {
+        Verdict::pass("the reference reader read the message from the writer's region")
+            .runs(o.runs())
+    }))
 }
 
 /// `shm.reader_interop`: the reference writer with a fresh random message.
@@ -396,11 +418,17 @@ pub fn reader_interop(session: &mut Session) -> Result<Verdict, GraderError> {
     p.hold = false;
     let o = experiments::pair(session, "reader_interop", p)?;
     if !matches!(o.readiness, Readiness::Ready { .. }) {
-        return Ok(Verdict::error(format!(
-            "the reference writer did not get ready: {}",
-            ending_summary(&o.writer)
-        ))
-        .runs(o.runs()));
+        // The grader's own writer failed: the learner's doing if learner
+        // code took its name or filled its file system; else the grader's.
+        return Ok(
+            reference_writer_undone_by_learner(session, &o).unwrap_or_else(|| {
+                Verdict::error(format!(
+                    "the reference writer did not get ready: {}",
+                    ending_summary(&o.writer)
+                ))
+                .runs(o.runs())
+            }),
+        );
     }
     let message = o.plan.message.clone();
     Ok(
@@ -410,6 +438,70 @@ pub fn reader_interop(session: &mut Session) -> Result<Verdict, GraderError> {
             ))
             .runs(o.runs())
         }),
+    )
+}
+
+/// Why the reference writer could not make its region, when learner code
+/// is the cause: a name the grader had just made absent exists again (and
+/// is the learner's, or no region at all), or the file system the regions
+/// live in is full of the learner's files.
+fn reference_writer_undone_by_learner(session: &Session, o: &PairOutcome) -> Option<Verdict> {
+    use crate::observe::region::Entry;
+    let learner = session.sandbox.learner_uid();
+    let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
+    let name = &o.writer_name;
+    let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1 << 20) as f64);
+    let litter: Vec<&Entry> = o
+        .shm_seen
+        .iter()
+        .filter(|e| theirs(e) && &e.name != name)
+        .collect();
+    let full = o.shm_free.is_some_and(|free| free < o.plan.size.max(4096))
+        || o.writer.ending == Ending::Signalled(crate::runner::SIGBUS);
+    let v = if full && !litter.is_empty() {
+        let list: Vec<String> = litter
+            .iter()
+            .take(5)
+            .map(|e| format!("{} ({})", e.name, mib(e.allocated)))
+            .collect();
+        Verdict::fail(format!(
+            "the grader's writer could not write region {name}: /dev/shm was full of files your programs left"
+        ))
+        .observed(format!(
+            "{} of your files there: {}; the grader's writer {}",
+            litter.len(),
+            list.join(", "),
+            o.writer.ending.describe()
+        ))
+        .hint("remove what your programs create in /dev/shm, and do not fill it")
+    } else if matches!(o.writer.ending, Ending::Exited(code) if code != 0)
+        && let Some(e) = o
+            .shm_seen
+            .iter()
+            .find(|e| &e.name == name && (theirs(e) || !e.regular))
+    {
+        // It could not create the name (it refuses one that exists), which
+        // the grader had made absent just before: learner code made it.
+        let what = if e.regular {
+            "a file"
+        } else {
+            "something that is not a region"
+        };
+        Verdict::fail(format!(
+            "the grader's writer could not create {name}: your program had put {what} there"
+        ))
+        .observed(format!(
+            "{name} existed, made by your code, although the grader had removed it just before"
+        ))
+        .hint("never create the region's name outside the writer, and remove what your programs create")
+    } else {
+        return None;
+    };
+    Some(
+        v.expected(format!(
+            "the grader's writer holds {name} with a fresh message for your reader"
+        ))
+        .runs(o.runs()),
     )
 }
 
@@ -513,7 +605,16 @@ pub fn repeat(session: &mut Session, check: &CheckConfig) -> Result<Verdict, Gra
     p.hold = false;
     let mut ok = 0;
     let mut first_failure: Option<(u32, Verdict)> = None;
+    // All the handoffs together have the check's budget: slow handoffs are
+    // the learner's, and cannot push the grading past its deadline.
+    let budget = check.timeout();
+    let started = std::time::Instant::now();
+    let mut out_of_time = false;
     for i in 1..=runs_wanted {
+        if started.elapsed() >= budget {
+            out_of_time = true;
+            break;
+        }
         let o = experiments::run_pair(session, p.clone())?;
         match handoff_problem(session, &o) {
             None => ok += 1,
@@ -540,6 +641,25 @@ pub fn repeat(session: &mut Session, check: &CheckConfig) -> Result<Verdict, Gra
         0.0
     };
     match first_failure {
+        None if out_of_time => {
+            let mut v = Verdict::fail(format!(
+                "{ok}/{runs_wanted} handoffs succeeded; the rest did not fit in the check's {}",
+                humantime::format_duration(budget)
+            ))
+            .expected(format!(
+                "{runs_wanted} handoffs within {}, each as in shm.handoff",
+                humantime::format_duration(budget)
+            ))
+            .observed(format!(
+                "{ok} handoffs took {} s in all",
+                started.elapsed().as_secs()
+            ))
+            .hint(
+                "a handoff takes milliseconds: get ready, and exit once released, without sleeping",
+            );
+            v.fraction = fraction;
+            Ok(v)
+        }
         None => Ok(Verdict::pass(format!(
             "{ok}/{runs_wanted} handoffs succeeded"
         ))),
@@ -573,6 +693,33 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     let (Some(wt), Some(rt)) = (&o.writer_trace, &o.reader_trace) else {
         return Ok(Verdict::error("the traces of the pair could not be read").runs(runs));
     };
+    // Reads and writes as the watch saw them in every run of the pair's
+    // programs so far (this one, the interop pairs, the repeats...), by the
+    // region's inode: a read under another name is still a read of it, and
+    // a program that behaves only while traced is caught where it is not.
+    if session.evidence.iter().any(|e| e.io.is_none()) {
+        return Ok(Verdict::unavailable(
+            "reads and writes cannot be watched here (the kernel's seccomp notifications are missing)",
+        )
+        .runs(runs));
+    }
+    let mut wrote: Vec<String> = Vec::new();
+    let mut read = 0;
+    for e in &session.evidence {
+        let (Some(io), Some(region)) = (&e.io, e.region) else {
+            continue;
+        };
+        match e.role {
+            "writer" => {
+                for call in watch::data_writes(io, region) {
+                    if !wrote.contains(&call) {
+                        wrote.push(call);
+                    }
+                }
+            }
+            _ => read += watch::bytes_read(io, region),
+        }
+    }
     let shm_file = |name: &str| format!("/dev/shm/{}", name.trim_start_matches('/'));
     let wpath = shm_file(&o.writer_name);
     let rpath = shm_file(&o.reader_name);
@@ -580,9 +727,6 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     let is_r = |p: &str| p.trim_end_matches(" (deleted)") == rpath;
     let wmaps = wt.mmaps(&is_w);
     let rmaps = rt.mmaps(&is_r);
-    let probe = escape_for_trace(&o.plan.message);
-    let wrote = wt.writes(&is_w).iter().any(|(d, _)| d.contains(&probe));
-    let read = rt.bytes_read(&is_r);
     let reader_creates = rt
         .opens(&is_r)
         .iter()
@@ -604,6 +748,16 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             .hint(hint)
             .runs(runs.clone()))
     };
+    for (who, trace) in [("writer", wt), ("reader", rt)] {
+        if trace.probed_tracing() {
+            return fail(
+                &format!(
+                    "the {who} checked whether it was being traced (ptrace): what it does when watched cannot be trusted as evidence"
+                ),
+                "do not call ptrace; do the same thing whether or not anyone watches",
+            );
+        }
+    }
     if wt.opens(&is_w).is_empty() {
         return fail(
             "the writer never opened the region as shared memory",
@@ -616,11 +770,26 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             "map it with PROT_READ | PROT_WRITE and MAP_SHARED",
         );
     }
-    if wrote {
+    if !wrote.is_empty() {
         return fail(
-            "the writer stored the message with write(), not through the mapping",
+            &format!(
+                "the writer stored the message with {}, not through the mapping",
+                calls(&wrote)
+            ),
             "copy the message into the mapped memory",
         );
+    }
+    let named = |p: &str| {
+        let p = p.trim_end_matches(" (deleted)");
+        p == wpath || p == rpath
+    };
+    for (who, trace) in [("writer", wt), ("reader", rt)] {
+        if let Some((call, new)) = trace.new_names(&named).first() {
+            return fail(
+                &format!("the {who} gave the region a second name ({call} to {new})"),
+                "map the region itself; do not read or write it under another name",
+            );
+        }
     }
     if rt.opens(&is_r).is_empty() {
         return fail(
@@ -660,6 +829,17 @@ pub fn large(session: &mut Session, check: &CheckConfig) -> Result<Verdict, Grad
     p.size = check.size();
     p.measure = true;
     p.hold = false;
+    // A machine whose region file system is smaller than the region from
+    // the start cannot run this check: the grader's limitation.
+    if let Ok((total, _)) = crate::observe::region::capacity(session.shm_dir())
+        && total < p.size
+    {
+        return Ok(Verdict::unavailable(format!(
+            "this machine's /dev/shm holds {} MiB, less than the {} MiB region (give it more room, e.g. docker run --shm-size=1g)",
+            total >> 20,
+            p.size >> 20
+        )));
+    }
     let o = experiments::pair(session, &format!("large-{}", p.size), p)?;
     if let Some(v) = handoff_problem(session, &o) {
         return Ok(v);

@@ -3,3 +3,4 @@
 
 pub mod region;
 pub mod trace;
+pub mod watch;

@@ -29,6 +29,8 @@ pub struct Seen {
     pub head: Vec<u8>,
     /// Whether it is a plain file (a region), rather than a FIFO or device.
     pub regular: bool,
+    /// Which file it is (device, inode): what the watch's evidence names.
+    pub id: (u64, u64),
 }
 
 impl Seen {
@@ -77,6 +79,7 @@ pub fn peek(path: &Path, head_len: usize) -> io::Result<Option<Seen>> {
         allocated: meta.blocks() * 512,
         head,
         regular,
+        id: (meta.dev(), meta.ino()),
     }))
 }
 
@@ -85,12 +88,57 @@ pub fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()
 }
 
-/// Makes sure no region of that name exists.
+/// Makes sure nothing of that name exists: a region, or whatever learner
+/// code put in its place (a directory with files in it, a FIFO, a link,
+/// which is removed itself and never followed).
 pub fn remove(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
+    let result = match path.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// An entry of the shm directory, as the grader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The region-style name: `/junk`.
+    pub name: String,
+    pub uid: u32,
+    /// Bytes really allocated to it (a directory counts its own blocks).
+    pub allocated: u64,
+    pub regular: bool,
+}
+
+/// What is in the shm directory (links are not followed).
+pub fn entries(shm_dir: &Path) -> Vec<Entry> {
+    let mut found: Vec<Entry> = std::fs::read_dir(shm_dir)
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let e = e.ok()?;
+                let meta = e.path().symlink_metadata().ok()?;
+                Some(Entry {
+                    name: format!("/{}", e.file_name().to_str()?),
+                    uid: meta.uid(),
+                    allocated: meta.blocks() * 512,
+                    regular: meta.is_file(),
+                })
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// The shm directory's file system: (total bytes, free bytes).
+pub fn capacity(shm_dir: &Path) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::statvfs(shm_dir)?;
+    Ok((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
 }
 
 /// The names in the shm directory, for hints ("found /mysharedmemory").

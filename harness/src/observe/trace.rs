@@ -1,8 +1,11 @@
 //! Evidence of real mappings, from strace. A program is run under
 //! `strace -f -y`: every file descriptor argument is printed with the path
-//! it refers to (`3</dev/shm/MySharedMemory>`), so each mmap, read or write
-//! is tied to the file it touched without following descriptors by hand.
-//! `--seccomp-bpf` keeps tracing cheap: untraced system calls never stop.
+//! it refers to (`3</dev/shm/MySharedMemory>`), so each mmap is tied to the
+//! file it touched without following descriptors by hand. `--seccomp-bpf`
+//! keeps tracing cheap: untraced system calls never stop. Only calls a
+//! program makes a few of are traced (opens, mappings, sizes, names);
+//! reads and writes, which a program may make millions of, are seen by the
+//! sandbox init's watch instead (`watch.rs`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -21,22 +24,18 @@ const SYSCALLS: &[&str] = &[
     "mmap",
     "mmap2",
     "mremap",
-    "read",
-    "pread64",
-    "readv",
-    "preadv",
-    "preadv2",
-    "write",
-    "pwrite64",
-    "writev",
-    "pwritev",
-    "pwritev2",
-    "sendfile",
-    "sendfile64",
-    "copy_file_range",
-    "splice",
     "unlink",
     "unlinkat",
+    // A second name for the file or region, to read it under.
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    // A program asking whether it is traced.
+    "ptrace",
 ];
 
 /// Whether programs can be traced here, and how.
@@ -242,44 +241,29 @@ impl Trace {
             .collect()
     }
 
-    /// Bytes moved into the program from the target with read-like calls.
-    pub fn bytes_read(&self, is_target: &dyn Fn(&str) -> bool) -> u64 {
-        let plain = self.on(
-            &["read", "pread64", "readv", "preadv", "preadv2"],
-            0,
-            is_target,
-        );
-        let sendfile = self.on(&["sendfile", "sendfile64"], 1, is_target);
-        let copy = self.on(&["copy_file_range", "splice"], 0, is_target);
-        plain
-            .chain(sendfile)
-            .chain(copy)
-            .filter_map(|c| c.ret_value())
-            .filter(|&n| n > 0)
-            .map(|n| n as u64)
-            .sum()
+    /// Successful calls that gave the target another name (a hard or
+    /// symbolic link, a rename): `(call, new name)`. `is_target` gets each
+    /// path argument as the program wrote it.
+    pub fn new_names(&self, is_target: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+        self.calls
+            .iter()
+            .filter(|c| !c.failed())
+            .filter_map(|c| {
+                let (old, new) = match c.name.as_str() {
+                    "link" | "symlink" | "rename" => (c.string_arg(0)?, c.string_arg(1)?),
+                    "linkat" | "renameat" | "renameat2" => (c.string_arg(1)?, c.string_arg(3)?),
+                    "symlinkat" => (c.string_arg(0)?, c.string_arg(2)?),
+                    _ => return None,
+                };
+                is_target(old).then(|| (c.name.clone(), new.to_string()))
+            })
+            .collect()
     }
 
-    /// The data of every write-like call to the target (as strace shows it,
-    /// escaped and cut at 64 bytes), with the byte count it returned.
-    pub fn writes(&self, is_target: &dyn Fn(&str) -> bool) -> Vec<(String, i64)> {
-        let plain = self.on(
-            &["write", "pwrite64", "writev", "pwritev", "pwritev2"],
-            0,
-            is_target,
-        );
-        let copies = self
-            .on(&["sendfile", "sendfile64"], 0, is_target)
-            .chain(self.on(&["copy_file_range", "splice"], 2, is_target));
-        plain
-            .map(|c| {
-                (
-                    c.args.get(1).cloned().unwrap_or_default(),
-                    c.ret_value().unwrap_or(-1),
-                )
-            })
-            .chain(copies.map(|c| (String::new(), c.ret_value().unwrap_or(-1))))
-            .collect()
+    /// Whether the program asked whether it is traced (ptrace, which a
+    /// program of this lab has no use for).
+    pub fn probed_tracing(&self) -> bool {
+        self.calls.iter().any(|c| c.name == "ptrace")
     }
 
     /// Opens of the target path: (flags, succeeded).
@@ -422,19 +406,24 @@ mod tests {
         );
         assert_eq!(trace.opens(&shm).len(), 1);
         assert!(trace.opens(&shm)[0].0.contains("O_CREAT"));
-        let data = |p: &str| p.ends_with("/datafile.bin");
-        assert_eq!(trace.bytes_read(&data), 1024);
-        assert!(
-            trace.writes(&data)[0]
-                .0
-                .contains("Hello, Memory-Mapped File!")
-        );
-        let stdin = |p: &str| p.starts_with("pipe:");
-        assert_eq!(trace.bytes_read(&stdin), 1);
         assert_eq!(
             trace.shm_opens(),
             vec!["/dev/shm/MySharedMemory".to_string()]
         );
+    }
+
+    #[test]
+    fn second_names_and_tracer_probes_are_seen() {
+        let trace = Trace::parse(concat!(
+            "5 link(\"datafile.bin\", \"alias.bin\") = 0\n",
+            "5 renameat2(AT_FDCWD</w>, \"tmp\", AT_FDCWD</w>, \"datafile.bin\", 0) = 0\n",
+            "5 ptrace(PTRACE_TRACEME) = -1 EPERM (Operation not permitted)\n",
+        ));
+        assert_eq!(
+            trace.new_names(&|p| p.rsplit('/').next() == Some("datafile.bin")),
+            vec![("link".to_string(), "alias.bin".to_string())]
+        );
+        assert!(trace.probed_tracing());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use base64::Engine;
 use serde_json::json;
 
 use super::{Format, Report};
+use crate::checks::Status;
 
 pub struct Classroom;
 
@@ -31,10 +32,14 @@ pub fn runner_id(check: &str) -> String {
 impl Format for Classroom {
     fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
         for c in &report.checks {
-            let status = match c.status.as_str() {
-                "passed" => "pass",
-                "error" => "error",
-                _ => "fail",
+            // A check the grader could not grade is an error, its points
+            // kept in max_score: the reporter's total then stays short of
+            // full marks instead of shrinking to what was graded.
+            let status = match c.status {
+                _ if !c.graded => "error",
+                Status::Passed => "pass",
+                Status::Error => "error",
+                Status::Failed | Status::Skipped => "fail",
             };
             let mut message = c.message.clone();
             if let Some(hint) = &c.hint {

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::markdown::check_details;
-use super::{Format, Report, points};
+use super::{Format, Report, incomplete_because, points};
+use crate::checks::Status;
 
 /// Writes results.json. `hidden_visibility` is what Gradescope shows of a
 /// check the rubric hides (`after_published` by default).
@@ -32,7 +33,7 @@ struct Test {
 
 impl Format for Gradescope {
     fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
-        let tests: Vec<Test> = report
+        let mut tests: Vec<Test> = report
             .checks
             .iter()
             .enumerate()
@@ -41,13 +42,13 @@ impl Format for Gradescope {
                 if let Some(because) = &c.skipped_because {
                     output = format!("Not run: {because}.");
                 }
-                if c.status == "error" {
-                    output.push_str(
-                        "\n\nThis is the grader's problem, not yours: the check is not counted.",
+                if !c.graded {
+                    output = format!(
+                        "Not graded: {output}\n\nThis is the grader's problem, not yours: the check's points are kept out of reach until your instructor regrades it."
                     );
                 }
                 let details = check_details(c);
-                if !details.is_empty() && c.status != "passed" {
+                if !details.is_empty() && c.status != Status::Passed {
                     output.push_str("\n\n");
                     output.push_str(&details);
                 }
@@ -56,7 +57,7 @@ impl Format for Gradescope {
                     number: (i + 1).to_string(),
                     score: c.score,
                     max_score: c.max_score,
-                    status: if c.status == "passed" {
+                    status: if c.status == Status::Passed {
                         "passed"
                     } else {
                         "failed"
@@ -72,6 +73,24 @@ impl Format for Gradescope {
                 }
             })
             .collect();
+        if !report.fully_graded() {
+            // Seen by the learner beside the checks, and worth nothing: the
+            // grade shown is not final, and why.
+            tests.push(Test {
+                name: "Grading incomplete".into(),
+                number: (tests.len() + 1).to_string(),
+                score: 0.0,
+                max_score: 0.0,
+                status: "failed",
+                output: format!(
+                    "⚠️ This grade is incomplete: {}. Your instructor will regrade it; the points not graded are not lost.",
+                    incomplete_because(report)
+                ),
+                output_format: "md",
+                visibility: "visible".into(),
+                tags: vec!["labgrade.incomplete".into()],
+            });
+        }
         let results = json!({
             "score": report.score,
             "execution_time": report.duration_ms as f64 / 1000.0,
@@ -83,6 +102,7 @@ impl Format for Gradescope {
                 "labgrade_version": report.grader.version,
                 "isolation": report.isolation.level,
                 "complete": report.complete,
+                "incomplete": !report.fully_graded(),
                 "submission_sha256": report.submission.sha256,
                 "rubric_sha256": report.rubric.sha256,
             },
@@ -106,7 +126,10 @@ fn summary(report: &Report) -> String {
     if let Some(error) = &report.error {
         s.push_str(&format!("\n\n⚠️ Could not grade: {error}"));
     } else if !report.complete {
-        s.push_str("\n\n⚠️ Incomplete: some checks hit a grader error or could not run; they are not counted.");
+        s.push_str(&format!(
+            "\n\n⚠️ Incomplete, not a final grade: {}.",
+            incomplete_because(report)
+        ));
     }
     s
 }

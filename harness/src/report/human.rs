@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use anstyle::{AnsiColor, Style};
 
 use super::{CheckReport, Format, Report, points};
+use crate::checks::Status;
 use crate::runner::RunRecord;
 
 pub struct Human;
@@ -17,12 +18,13 @@ const YELLOW: Style = AnsiColor::Yellow.on_default();
 const DIM: Style = Style::new().dimmed();
 const BOLD: Style = Style::new().bold();
 
-fn mark(status: &str) -> (&'static str, Style) {
-    match status {
-        "passed" => ("✓", GREEN),
-        "failed" => ("✗", RED),
-        "skipped" => ("–", YELLOW),
-        _ => ("!", RED.bold()),
+fn mark(check: &CheckReport) -> (&'static str, Style) {
+    match check.status {
+        _ if !check.graded => ("!", YELLOW.bold()),
+        Status::Passed => ("✓", GREEN),
+        Status::Failed => ("✗", RED),
+        Status::Skipped => ("–", YELLOW),
+        Status::Error => ("!", RED.bold()),
     }
 }
 
@@ -62,12 +64,13 @@ impl Format for Human {
 
         let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
         for check in &report.checks {
-            let (sym, style) = mark(&check.status);
-            let pts = if !check.counted() {
-                "  —  ".to_string()
+            let (sym, style) = mark(check);
+            let earned = if check.graded {
+                points(check.score)
             } else {
-                format!("{:>2}/{:<2}", points(check.score), points(check.max_score))
+                "–".to_string()
             };
+            let pts = format!("{earned:>2}/{:<2}", points(check.max_score));
             write!(
                 out,
                 "  {style}{sym}{style:#} {pts}  {:<width$}  {}",
@@ -82,7 +85,7 @@ impl Format for Human {
         for check in report
             .checks
             .iter()
-            .filter(|c| c.status == "failed" || c.status == "error")
+            .filter(|c| matches!(c.status, Status::Failed | Status::Error))
         {
             write_details(out, check)?;
         }
@@ -98,7 +101,8 @@ impl Format for Human {
         } else {
             writeln!(
                 out,
-                "{BOLD}{total}{BOLD:#} {YELLOW}(incomplete: some checks could not run here or hit a grader error; they are left out){YELLOW:#}"
+                "{BOLD}{total}{BOLD:#} {YELLOW}— incomplete, not a final grade: {}{YELLOW:#}",
+                super::incomplete_because(report)
             )?;
         }
         if report.hidden_checks > 0 {
@@ -113,7 +117,7 @@ impl Format for Human {
 }
 
 fn write_details(out: &mut dyn Write, check: &CheckReport) -> io::Result<()> {
-    let (sym, style) = mark(&check.status);
+    let (sym, style) = mark(check);
     writeln!(
         out,
         "\n{style}{sym} {}{style:#}: {}",

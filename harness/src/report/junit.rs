@@ -11,6 +11,7 @@ use quick_junit::{
 
 use super::markdown::check_details;
 use super::{Format, Report, points};
+use crate::checks::Status;
 
 pub struct JUnit;
 
@@ -34,15 +35,17 @@ impl Format for JUnit {
                 details.truncate(cut);
                 details.push_str("\n[...]");
             }
-            let status = match c.status.as_str() {
-                "passed" => TestCaseStatus::success(),
-                "skipped" => {
+            let status = match c.status {
+                Status::Passed => TestCaseStatus::success(),
+                Status::Skipped if c.graded => {
                     let mut s = TestCaseStatus::skipped();
                     s.set_message(c.skipped_because.clone().unwrap_or_default());
                     s
                 }
                 other => {
-                    let kind = if other == "error" {
+                    // Not graded (a grader fault) is an error, never a skip
+                    // that a CI viewer would show as fine.
+                    let kind = if other == Status::Error || !c.graded {
                         NonSuccessKind::Error
                     } else {
                         NonSuccessKind::Failure

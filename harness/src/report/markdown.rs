@@ -4,15 +4,17 @@
 use std::io::{self, Write};
 
 use super::{CheckReport, Format, Report, points};
+use crate::checks::Status;
 
 pub struct Markdown;
 
-fn mark(status: &str) -> &'static str {
-    match status {
-        "passed" => "✅",
-        "failed" => "❌",
-        "skipped" => "➖",
-        _ => "⚠️",
+fn mark(c: &CheckReport) -> &'static str {
+    match c.status {
+        _ if !c.graded => "⚠️",
+        Status::Passed => "✅",
+        Status::Failed => "❌",
+        Status::Skipped => "➖",
+        Status::Error => "⚠️",
     }
 }
 
@@ -34,7 +36,8 @@ impl Format for Markdown {
         } else {
             writeln!(
                 out,
-                "{total} (incomplete: some checks could not run here or hit a grader error; they are left out)\n"
+                "{total} — ⚠️ incomplete, not a final grade: {}\n",
+                cell(&super::incomplete_because(report))
             )?;
         }
         if let Some(error) = &report.error {
@@ -54,11 +57,12 @@ impl Format for Markdown {
         writeln!(out, "| | points | check | |")?;
         writeln!(out, "|---|---|---|---|")?;
         for c in &report.checks {
-            let pts = if !c.counted() {
-                "—".to_string()
+            let earned = if c.graded {
+                points(c.score)
             } else {
-                format!("{}/{}", points(c.score), points(c.max_score))
+                "–".to_string()
             };
+            let pts = format!("{earned}/{}", points(c.max_score));
             let note = c
                 .skipped_because
                 .as_deref()
@@ -67,7 +71,7 @@ impl Format for Markdown {
             writeln!(
                 out,
                 "| {} | {pts} | `{}` {} | {} |",
-                mark(&c.status),
+                mark(c),
                 c.id,
                 cell(&c.name),
                 cell(&note)
@@ -76,7 +80,7 @@ impl Format for Markdown {
         for c in report
             .checks
             .iter()
-            .filter(|c| c.status == "failed" || c.status == "error")
+            .filter(|c| matches!(c.status, Status::Failed | Status::Error))
         {
             write_details(out, c)?;
         }
@@ -92,7 +96,7 @@ impl Format for Markdown {
 }
 
 fn write_details(out: &mut dyn Write, c: &CheckReport) -> io::Result<()> {
-    writeln!(out, "\n### {} `{}`: {}\n", mark(&c.status), c.id, c.message)?;
+    writeln!(out, "\n### {} `{}`: {}\n", mark(c), c.id, c.message)?;
     out.write_all(check_details(c).as_bytes())
 }
 

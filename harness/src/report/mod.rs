@@ -20,10 +20,13 @@ pub use json::Json;
 pub use junit::JUnit;
 pub use markdown::Markdown;
 
+use crate::checks::Status;
 use crate::runner::RunRecord;
 
-/// The JSON schema's version; fields are added, never renamed.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The JSON schema's version; fields are added, never renamed. Version 2:
+/// `max_score` is always every check's full points (version 1 left grader
+/// faults out of it), and each check says whether it was `graded`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -34,9 +37,11 @@ pub struct Report {
     pub platform: PlatformInfo,
     pub isolation: IsolationInfo,
     pub score: f64,
+    /// Every check's full points, whatever happened: a grader fault never
+    /// shrinks it (so it never raises a percentage).
     pub max_score: f64,
-    /// False when a check errored or could not run here: the score then
-    /// leaves those checks out.
+    /// False when a check was not graded (a grader error, or a check this
+    /// machine cannot run): the score is then not final.
     pub complete: bool,
     /// Why the submission could not be graded at all, if so.
     pub error: Option<String>,
@@ -96,7 +101,11 @@ pub struct ProgramInfo {
 pub struct CheckReport {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: Status,
+    /// False for a grader fault: not graded; `score` 0 of `max_score`, which
+    /// stays the check's full points.
+    #[serde(default = "graded_by_default")]
+    pub graded: bool,
     pub score: f64,
     pub max_score: f64,
     pub message: String,
@@ -120,7 +129,7 @@ impl Report {
     pub fn exit_code(&self) -> u8 {
         if !self.fully_graded() {
             2
-        } else if self.checks.iter().any(|c| c.status != "passed") {
+        } else if self.checks.iter().any(|c| c.status != Status::Passed) {
             1
         } else {
             0
@@ -128,12 +137,30 @@ impl Report {
     }
 }
 
-impl CheckReport {
-    /// Whether the check counts towards the maximum: not a grader error,
-    /// not a check this environment could not run.
-    pub fn counted(&self) -> bool {
-        !(self.status == "error" || (self.status == "skipped" && self.max_score == 0.0))
+impl Report {
+    /// The checks that were not graded (grader faults).
+    pub fn not_graded(&self) -> impl Iterator<Item = &CheckReport> {
+        self.checks.iter().filter(|c| !c.graded)
     }
+}
+
+fn graded_by_default() -> bool {
+    true
+}
+
+/// Why a report is not a final grade, in a sentence for every output.
+pub fn incomplete_because(report: &Report) -> String {
+    if let Some(error) = &report.error {
+        return format!("it could not be graded ({error})");
+    }
+    let ids: Vec<&str> = report.not_graded().map(|c| c.id.as_str()).collect();
+    let lost: f64 = report.not_graded().map(|c| c.max_score).sum();
+    format!(
+        "{} of {} points not graded ({}): a fault of the grader or this machine, not of the work; they count when regraded",
+        points(lost),
+        points(report.max_score),
+        ids.join(", ")
+    )
 }
 
 /// One output format.

@@ -196,6 +196,9 @@ pub struct Finished {
     pub ending: Ending,
     /// Set when the sandbox's init could not start the program at all.
     pub not_started: Option<StartError>,
+    /// What the init's watch saw the program read and write (None when it
+    /// was not watched).
+    pub io: Option<crate::observe::watch::IoEvents>,
     pub stdout: Captured,
     pub stderr: Captured,
     pub record: RunRecord,
@@ -208,6 +211,8 @@ pub struct Running {
     /// Where the sandbox's init reports processes it found left behind.
     status: Option<os_pipe::PipeReader>,
     stdin: Option<os_pipe::PipeWriter>,
+    /// The inode of the held stdin pipe, as a trace names it (`pipe:[N]`).
+    stdin_inode: Option<u64>,
     stdout: Capture,
     stderr: Capture,
     exits: Receiver<unix::RawExit>,
@@ -301,6 +306,10 @@ fn spawn(spec: Spec) -> std::io::Result<Running> {
     drop(expr);
     let status = status.map(|(r, _w)| r);
     let pid = handle.pids()[0];
+    let stdin_inode = stdin
+        .as_ref()
+        .and_then(|w: &os_pipe::PipeWriter| rustix::fs::fstat(w).ok())
+        .map(|st| st.st_ino);
 
     let (tx, exits) = channel();
     let reaper = handle.clone();
@@ -316,6 +325,7 @@ fn spawn(spec: Spec) -> std::io::Result<Running> {
         pid,
         status,
         stdin,
+        stdin_inode,
         stdout: Capture::spawn(out_read, OUTPUT_LIMIT),
         stderr: Capture::spawn(err_read, OUTPUT_LIMIT),
         exits,
@@ -339,6 +349,11 @@ impl Running {
 
     pub fn stdout(&self) -> &Capture {
         &self.stdout
+    }
+
+    /// The inode of the stdin pipe the grader holds.
+    pub fn stdin_inode(&self) -> Option<u64> {
+        self.stdin_inode
     }
 
     /// Whether it has exited, without waiting.
@@ -468,14 +483,17 @@ impl Running {
         // or why it could not start it.
         let mut in_sandbox = 0;
         let mut not_started = None;
+        let mut io = None;
         match self.status.take().and_then(read_status) {
             Some(InitStatus::Ended {
                 left,
                 code,
                 signal,
                 peak_kib,
+                io: seen,
             }) => {
                 in_sandbox = left;
+                io = seen;
                 if let Some(exit) = self.exit.as_mut() {
                     exit.code = code;
                     exit.signal = signal;
@@ -525,6 +543,7 @@ impl Running {
         Finished {
             ending,
             not_started,
+            io,
             stdout,
             stderr,
             record,
@@ -542,14 +561,34 @@ impl Drop for Running {
     }
 }
 
+/// The files labgrade's own helpers run from (itself, and the sealed copy
+/// sandboxes run as their init), by device and inode.
+static HELPERS: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Makes the file at `path` one of labgrade's own helpers: a process
+/// running it is never taken for the learner's.
+pub fn register_helper(path: &Path) {
+    if let Some(id) = identity(path) {
+        let mut helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+        if !helpers.contains(&id) {
+            helpers.push(id);
+        }
+    }
+}
+
 /// The processes under `root` that are the learner's: not the sandbox, not
 /// the tracer, not labgrade's own helper (recognised by the file they run,
 /// whatever path the sandbox shows it under).
 fn learner_processes(root: u32) -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let identity =
-        |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    let me = std::env::current_exe().ok().and_then(|exe| identity(&exe));
+    if let Ok(exe) = std::env::current_exe() {
+        register_helper(&exe);
+    }
+    let helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     unix::process_tree(root)
         .into_iter()
         .filter(|&p| {
@@ -560,7 +599,9 @@ fn learner_processes(root: u32) -> Vec<u32> {
                 .and_then(|n| n.file_name())
                 .and_then(|n| n.to_str())
                 .unwrap_or("");
-            name != "bwrap" && name != "strace" && identity(&exe).is_some() && identity(&exe) != me
+            name != "bwrap"
+                && name != "strace"
+                && identity(&exe).is_some_and(|id| !helpers.contains(&id))
         })
         .collect()
 }
@@ -624,7 +665,7 @@ fn read_status(mut pipe: os_pipe::PipeReader) -> Option<InitStatus> {
     loop {
         match pipe.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) if text.len() < 64 * 1024 => text.extend_from_slice(&buf[..n]),
+            Ok(n) if text.len() < 256 * 1024 => text.extend_from_slice(&buf[..n]),
             Ok(_) => break,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(2));

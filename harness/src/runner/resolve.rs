@@ -95,8 +95,20 @@ fn candidates(program: &OsStr, path_var: Option<&OsStr>) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Checked with the effective ids, which the sandbox's init sets to the
+/// learner's while it looks.
 fn executable(path: &Path) -> bool {
-    path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
+    path.is_file() && effective_access(path)
+}
+
+fn effective_access(path: &Path) -> bool {
+    rustix::fs::accessat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Access::EXEC_OK,
+        rustix::fs::AtFlags::EACCESS,
+    )
+    .is_ok()
 }
 
 /// The first directory on the way to `path` that the current user cannot
@@ -107,7 +119,7 @@ fn first_blocker(path: &Path) -> PathBuf {
     ancestors
         .into_iter()
         .filter(|a| !a.as_os_str().is_empty())
-        .find(|a| rustix::fs::access(*a, rustix::fs::Access::EXEC_OK).is_err())
+        .find(|a| !effective_access(a))
         .unwrap_or(path)
         .to_path_buf()
 }

@@ -1,20 +1,23 @@
 //! `labgrade sandbox-init`: the first process of a learner's sandbox (or,
-//! without one, the step between a privileged tracer and the program). It
-//! drops to the learner's uid and runs the program. Given a status fd it
-//! reports on it, as one JSON [`InitStatus`]: that the program could not be
-//! started and precisely why (not installed, not readable by the uid,
-//! failing); or, when it runs the program as its child (`--wait`), how the
-//! program ended, its peak memory, and how many processes it left in the
-//! PID namespace (then killed). It ends as the program ended.
+//! without one, the step between the grader and the program). It stays the
+//! grader's (root, where the grader is), and runs the program as its child
+//! under the learner's uid; with `--watch`, under the seccomp watch that
+//! notes its reads and writes (`observe::watch`). It reports on its status
+//! fd, as one JSON [`InitStatus`]: that the program could not be started
+//! and precisely why (not installed, not readable by the uid, failing); or
+//! how it ended, its peak memory, what the watch saw, and (with `--sweep`,
+//! inside a PID namespace of its own) how many processes it left there,
+//! killed since. It ends as the program ended.
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitCode};
 
 use serde::{Deserialize, Serialize};
 
+use crate::observe::watch::{self, IoEvents, Watch};
 use crate::runner::resolve::{self, StartError};
 
 /// What the sandbox's init tells the grader on its status fd.
@@ -23,7 +26,7 @@ use crate::runner::resolve::{self, StartError};
 pub enum InitStatus {
     /// The program never ran.
     NotStarted(StartError),
-    /// The program ran and ended (reported only with `--wait`).
+    /// The program ran and ended.
     Ended {
         /// Processes it left in the namespace, killed since.
         left: u32,
@@ -32,22 +35,34 @@ pub enum InitStatus {
         code: Option<i32>,
         signal: Option<i32>,
         peak_kib: u64,
+        /// What the watch saw it read and write; None when unwatched.
+        #[serde(default)]
+        io: Option<IoEvents>,
     },
 }
 
-/// Runs `argv` as described above; `uid` is "UID:GID". With `wait`, the
-/// program runs as a child and init stays to count what it left behind;
-/// without, init becomes the program (a tracer around it stays privileged).
-pub fn run(uid: Option<&str>, status_fd: Option<i32>, wait: bool, argv: &[OsString]) -> ExitCode {
+/// How the init runs its program.
+pub struct InitOptions<'a> {
+    /// "UID:GID" to run the program as.
+    pub uid: Option<&'a str>,
+    pub status_fd: Option<i32>,
+    /// Kill what the program leaves in the PID namespace (only inside one
+    /// of its own: elsewhere kill(-1) would reach far beyond it).
+    pub sweep: bool,
+    /// Watch its reads and writes.
+    pub watch: bool,
+}
+
+/// Runs `argv` as described above.
+pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
     // The program must not inherit the status pipe (it could forge it).
-    if let Some(fd) = status_fd {
+    if let Some(fd) = opts.status_fd {
         // SAFETY: marking our own descriptor close-on-exec.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let report = |status: &InitStatus| {
-        if let Some(fd) = status_fd {
-            // SAFETY: fd was handed to us for exactly this; written once,
-            // and left open (close-on-exec) for the program's exec.
+        if let Some(fd) = opts.status_fd {
+            // SAFETY: fd was handed to us for exactly this; written once.
             let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
             let _ = serde_json::to_writer(&mut *pipe, status);
             let _ = pipe.flush();
@@ -64,45 +79,68 @@ pub fn run(uid: Option<&str>, status_fd: Option<i32>, wait: bool, argv: &[OsStri
             error: "no program given".into(),
         });
     };
+    let failed = |error: String| StartError::Failed {
+        program: program.to_string_lossy().into_owned(),
+        error,
+    };
+    let ids = match opts.uid.map(parse_ids).transpose() {
+        Ok(ids) => ids,
+        Err(e) => return not_started(failed(e)),
+    };
     let path_var = std::env::var_os("PATH");
-    // Where the program is, as the grader sees it, before dropping to the
-    // learner's uid: so "unreadable" is told from "not installed".
+    // Where the program is, as the grader sees it: so "unreadable by the
+    // learner" is told from "not installed".
     let located = resolve::locate(program, path_var.as_deref());
-    if let Some(spec) = uid
-        && let Err(e) = drop_to(spec)
-    {
-        return not_started(StartError::Failed {
-            program: program.to_string_lossy().into_owned(),
-            error: format!("cannot become {spec}: {e}"),
-        });
-    }
-    let resolved = match resolve::resolve(program, path_var.as_deref(), located.as_deref()) {
-        Ok(path) => path,
-        Err(e) => return not_started(e),
+    let resolved = match as_learner(ids, || {
+        resolve::resolve(program, path_var.as_deref(), located.as_deref())
+    }) {
+        Ok(Ok(path)) => path,
+        Ok(Err(e)) => return not_started(e),
+        Err(e) => return not_started(failed(format!("cannot act as the learner: {e}"))),
     };
     let mut cmd = Command::new(&resolved);
     cmd.arg0(program).args(args);
-    let failed = |err: std::io::Error| StartError::Failed {
-        program: program.to_string_lossy().into_owned(),
-        error: err.to_string(),
+    let filter = opts.watch.then(watch::Filter::new);
+    let (ours, theirs) = match opts.watch.then(socket_pair).transpose() {
+        Ok(pair) => pair.unzip(),
+        Err(e) => return not_started(failed(format!("cannot set up the watch: {e}"))),
     };
-    if !wait {
-        let err = cmd.exec(); // only returns on failure
-        return not_started(failed(err));
+    let their_fd = theirs.as_ref().map(|s| s.as_raw_fd());
+    // SAFETY: the child only makes system calls (the filter and its
+    // message were built before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some((uid, gid)) = ids
+                && (libc::setgid(gid) == -1 || libc::setuid(uid) == -1)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let (Some(filter), Some(fd)) = (&filter, their_fd) {
+                filter.install_and_send(fd);
+            }
+            Ok(())
+        });
     }
     let child = match cmd.spawn() {
         Ok(child) => child,
-        Err(err) => return not_started(failed(err)),
+        Err(err) => return not_started(failed(err.to_string())),
     };
+    drop(theirs);
+    let watching = ours
+        .as_ref()
+        .and_then(watch::receive_listener)
+        .map(Watch::start);
     // wait4, for the program's own peak memory: the sandbox around us does
     // not pass its children's resource usage on.
     let (status, peak_kib) = wait_with_usage(child.id());
-    let left = kill_the_rest();
+    let left = if opts.sweep { kill_the_rest() } else { 0 };
+    let io = watching.map(Watch::finish);
     report(&InitStatus::Ended {
         left,
         code: status.code(),
         signal: status.signal(),
         peak_kib,
+        io,
     });
     if let Some(sig) = status.signal() {
         // End the same way, so the grader sees the program's signal.
@@ -116,21 +154,53 @@ pub fn run(uid: Option<&str>, status_fd: Option<i32>, wait: bool, argv: &[OsStri
     ExitCode::from(status.code().unwrap_or(1) as u8)
 }
 
-fn drop_to(spec: &str) -> std::io::Result<()> {
-    let (uid, gid) = spec
-        .split_once(':')
+fn parse_ids(spec: &str) -> Result<(u32, u32), String> {
+    spec.split_once(':')
         .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
-        .ok_or_else(|| std::io::Error::other("expected UID:GID"))?;
+        .ok_or_else(|| format!("expected UID:GID, not {spec:?}"))
+}
+
+/// Runs `f` with the learner's effective uid and gid (and no supplementary
+/// groups, which the init has no use for), then becomes root again.
+fn as_learner<T>(ids: Option<(u32, u32)>, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    let Some((uid, gid)) = ids else {
+        return Ok(f());
+    };
     // SAFETY: plain system calls on this single-threaded process.
     unsafe {
         if libc::setgroups(0, std::ptr::null()) == -1
-            || libc::setgid(gid) == -1
-            || libc::setuid(uid) == -1
+            || libc::setegid(gid) == -1
+            || libc::seteuid(uid) == -1
         {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok(())
+    let value = f();
+    // SAFETY: as above; the real uid is still root's.
+    unsafe {
+        if libc::seteuid(0) == -1 || libc::setegid(0) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(value)
+}
+
+fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds receives two new descriptors.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both were just created and are ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Counts the live processes of this PID namespace other than its init and
@@ -167,9 +237,16 @@ fn wait_with_usage(pid: u32) -> (std::process::ExitStatus, u64) {
     loop {
         // SAFETY: valid out-pointers; waiting for our own child.
         let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut raw, 0, &mut usage) };
-        if rc != -1 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            break;
+        if rc == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
         }
+        if rc != -1 && libc::WIFSTOPPED(raw) {
+            // It made us its tracer (PTRACE_TRACEME): let it go on alone.
+            // SAFETY: detaching from our own tracee.
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, pid as libc::pid_t, 0, 0) };
+            continue;
+        }
+        break;
     }
     (
         std::process::ExitStatus::from_raw(raw),

@@ -69,14 +69,28 @@ pub const BUDGET: Budget = Budget {
 /// Where the sandbox puts things, inside it.
 const SANDBOX_ROOT: &str = "/sandbox";
 
+/// The system's directories, bound read-only into every sandbox.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+];
+
 /// What a process is, for how it is contained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// A learner's program (or a reference peer): no network.
+    /// A learner's program: the learner's uid, no network.
     Run,
     /// A build: the submission writable, the toolchain readable, no network.
     Build,
+    /// A reference peer (the grader's own writer or reader): its own
+    /// sandbox, run as the grader (root where the grader is root), never as
+    /// the learner's uid, and given the grading's token that `labgrade ref`
+    /// requires, which learner code never sees.
+    Reference,
 }
+
+/// The variables that carry the reference token to a reference peer.
+pub const REF_TOKEN_ENV: &str = "LABGRADE_REF_TOKEN";
+pub const REF_TOKEN_FILE_ENV: &str = "LABGRADE_REF_TOKEN_FILE";
 
 /// The probed environment: which level, and what it is made of.
 #[derive(Debug, Clone)]
@@ -93,7 +107,11 @@ pub struct Sandbox {
     cgroups: Option<Cgroups>,
     /// The Rust toolchain's sysroot, bound read-only into builds.
     toolchain: Option<PathBuf>,
+    /// The running grader.
     labgrade: PathBuf,
+    /// What sandboxes run as their init and as reference peers: as root, a
+    /// copy only root can read or run (see `state::sealed_copy_of`).
+    init: PathBuf,
 }
 
 /// One grading's place: its directories and how its regions are kept.
@@ -103,11 +121,20 @@ pub struct Area {
     pub shm_dir: PathBuf,
     /// Whether `shm_dir` is this grading's alone (so no locks are needed).
     pub private_shm: bool,
-    /// labgrade as learner code may run it (the reference peers run as the
-    /// learner's uid, so they share regions with learner programs).
-    pub labgrade: PathBuf,
+    /// This grading's reference token, and the owner-only file holding it
+    /// (in the run's `.grader/`, never given to the learner, never bound
+    /// into a learner's sandbox).
+    ref_token: String,
+    ref_token_file: PathBuf,
     /// What of `shm_dir` goes when the grading ends.
     cleanup_shm: ShmCleanup,
+}
+
+impl Area {
+    /// The environment a reference peer needs besides its file: the token.
+    pub fn reference_env(&self) -> (std::ffi::OsString, std::ffi::OsString) {
+        (REF_TOKEN_ENV.into(), self.ref_token.clone().into())
+    }
 }
 
 /// How a grading's shm directory is taken away when it ends.
@@ -173,6 +200,24 @@ impl Sandbox {
             );
         }
         let toolchain = rust_sysroot();
+        // As root, sandboxes run a copy of the grader only root can read or
+        // run; the binary itself may be readable by anyone.
+        let init = if root {
+            match crate::state::sealed_copy_of(&labgrade) {
+                Ok(copy) => {
+                    crate::runner::register_helper(&copy);
+                    copy
+                }
+                Err(e) => {
+                    notes.push(format!(
+                        "no sealed copy of the grader ({e}): learner code may be able to read it"
+                    ));
+                    labgrade.clone()
+                }
+            }
+        } else {
+            labgrade.clone()
+        };
         let mut sandbox = Sandbox {
             level: Level::Minimal,
             notes: Vec::new(),
@@ -183,6 +228,7 @@ impl Sandbox {
             cgroups,
             toolchain,
             labgrade,
+            init,
         };
         let bwrap = find_in_path("bwrap");
         let full = match (&bwrap, max >= Level::Full) {
@@ -216,6 +262,12 @@ impl Sandbox {
             }
         }
         sandbox.why_not_full = full.err();
+        if sandbox.level == Level::Uid && unreadable_by_others(&sandbox.labgrade).is_none() {
+            notes.push(format!(
+                "learner code can read the grader's binary {} at this level (it cannot run its reference programs): install it root-only (chmod 700) to keep it out of reach",
+                sandbox.labgrade.display()
+            ));
+        }
         if let Some(problem @ ToolchainProblem::Unreadable { .. }) = sandbox.toolchain_problem() {
             notes.push(format!("{problem}: Cargo submissions cannot be built"));
         }
@@ -296,6 +348,20 @@ impl Sandbox {
 
     /// Sets up one grading's area in `dir`.
     pub fn area(&self, dir: &Path, private_mounts: bool) -> std::io::Result<Area> {
+        let grader_dir = dir.join(".grader");
+        crate::state::owner_only_dir(&grader_dir)?;
+        let ref_token = random_token()?;
+        let ref_token_file = grader_dir.join("ref-token");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&ref_token_file)?
+                .write_all(ref_token.as_bytes())?;
+        }
         let area = match self.level {
             Level::Full => {
                 let (shm_dir, cleanup_shm) = if private_mounts {
@@ -314,44 +380,56 @@ impl Sandbox {
                     dir: dir.to_path_buf(),
                     shm_dir,
                     private_shm: true,
-                    labgrade: self.labgrade.clone(),
+                    ref_token,
+                    ref_token_file,
                     cleanup_shm,
                 }
             }
-            Level::Uid | Level::Minimal => Area {
-                dir: dir.to_path_buf(),
-                shm_dir: PathBuf::from(SYSTEM_SHM_DIR),
-                private_shm: false,
-                labgrade: self.labgrade_for_others(dir)?,
-                cleanup_shm: ShmCleanup::Nothing,
-            },
+            Level::Uid | Level::Minimal => {
+                self.open_for_learner(dir)?;
+                Area {
+                    dir: dir.to_path_buf(),
+                    shm_dir: PathBuf::from(SYSTEM_SHM_DIR),
+                    private_shm: false,
+                    ref_token,
+                    ref_token_file,
+                    cleanup_shm: ShmCleanup::Nothing,
+                }
+            }
         };
         self.give(&area.shm_dir)?;
         Ok(area)
     }
 
     /// At the uid level learner code runs as another user, straight from
-    /// the run directory: let it pass through (but not list) the directory,
-    /// and give it a copy of labgrade if the installed one is out of reach.
-    fn labgrade_for_others(&self, dir: &Path) -> std::io::Result<PathBuf> {
+    /// the run directory: let it pass through (but not list) the directory.
+    fn open_for_learner(&self, dir: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        if self.uid.is_none() {
-            return Ok(self.labgrade.clone());
+        if self.uid.is_some() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
-        if unreadable_by_others(&self.labgrade).is_none() {
-            return Ok(self.labgrade.clone());
-        }
-        let copy = dir.join("labgrade");
-        std::fs::copy(&self.labgrade, &copy)?;
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
-        Ok(copy)
+        Ok(())
     }
 
-    /// Removes what this grading left in the system (its cgroups).
+    /// The grader's own binary, which reference peers run as.
+    pub fn labgrade(&self) -> &Path {
+        &self.labgrade
+    }
+
+    /// Removes what this grading left in the system: its cgroups and,
+    /// where learner code shared the machine's /tmp and /dev/shm (the uid
+    /// level), whatever its uid left there (a slot's uid is one grading's
+    /// at a time).
     pub fn finish(&self) {
         if let Some(cg) = &self.cgroups {
             cg.clean();
+        }
+        if self.level == Level::Uid
+            && let Some((uid, _)) = self.uid
+        {
+            for dir in [SYSTEM_SHM_DIR, "/tmp"] {
+                remove_owned_by(Path::new(dir), uid);
+            }
         }
     }
 
@@ -384,30 +462,29 @@ impl Sandbox {
             confine.processes = Some(BUDGET.processes);
         }
         let _ = self.give(&spec.dir);
+        if purpose == Purpose::Reference && self.level != Level::Full {
+            // Run as the grader, straight: no uid to drop to, nothing to
+            // hide the token file from but what its mode does.
+            spec.env.push((
+                REF_TOKEN_FILE_ENV.into(),
+                area.ref_token_file.clone().into_os_string(),
+            ));
+            spec.confine = confine;
+            return spec;
+        }
+        confine.status_pipe = true;
         match self.level {
-            Level::Minimal => {}
-            Level::Uid => {
-                // The helper drops to the learner uid just before exec, so a
-                // tracer around it can stay privileged.
-                let (uid, gid) = self.uid.expect("the uid level needs root");
-                let mut args = vec![
-                    "sandbox-init".to_string(),
-                    "--status-fd".into(),
-                    "3".into(),
-                    "--uid".into(),
-                    format!("{uid}:{gid}"),
-                    "--".into(),
-                ];
+            Level::Minimal | Level::Uid => {
+                // The init stays the grader's and runs the program as its
+                // child, as the learner uid; a tracer around it stays
+                // privileged too.
+                let mut args = self.init_args(purpose, false);
                 args.push(spec.program.display().to_string());
                 args.append(&mut spec.args);
-                spec.program = area.labgrade.clone();
+                spec.program = self.labgrade.clone();
                 spec.args = args;
-                confine.status_pipe = true;
             }
-            Level::Full => {
-                confine.status_pipe = true;
-                spec = self.bwrapped(spec, area, purpose);
-            }
+            Level::Full => spec = self.bwrapped(spec, area, purpose),
         }
         spec.confine = confine;
         spec
@@ -421,10 +498,13 @@ impl Sandbox {
             .map(String::from)
             .collect();
         let mut arg = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        for dir in [
-            "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
-        ] {
+        for dir in SYSTEM_DIRS {
             arg(&["--ro-bind-try", dir, dir]);
+        }
+        // The grader itself, where it is installed under a directory bound
+        // above (/usr/local/bin, say): masked, so no build can copy it.
+        for exe in self.grader_binaries() {
+            arg(&["--ro-bind", "/dev/null", &exe.display().to_string()]);
         }
         arg(&[
             "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
@@ -436,16 +516,27 @@ impl Sandbox {
         let shm = area.shm_dir.display().to_string();
         arg(&["--bind", &shm, "/dev/shm"]);
         let inside = |name: &str| format!("{SANDBOX_ROOT}/{name}");
-        let labgrade = inside("labgrade");
-        arg(&["--ro-bind", &self.labgrade.display().to_string(), &labgrade]);
+        // The init (and reference peers): as root, a copy only root may read
+        // or run, so learner code can run the grader in no mode.
+        let init = inside("init");
+        arg(&["--ro-bind", &self.init.display().to_string(), &init]);
         let work = spec.dir.display().to_string();
         let cwd = inside("work");
         arg(&["--bind", &work, &cwd, "--chdir", &cwd]);
+        if purpose == Purpose::Reference {
+            let token = inside("ref-token");
+            arg(&[
+                "--ro-bind",
+                &area.ref_token_file.display().to_string(),
+                &token,
+            ]);
+            spec.env.push((REF_TOKEN_FILE_ENV.into(), token.into()));
+        }
 
         // The program itself: a file of the submission's (bound read-only),
         // labgrade (for the reference peers), or a system command.
-        let program = if spec.program == self.labgrade || spec.program == area.labgrade {
-            labgrade.clone()
+        let program = if spec.program == self.labgrade {
+            init.clone()
         } else if spec.program.is_absolute() && !spec.program.starts_with("/usr") {
             let name = spec
                 .program
@@ -483,25 +574,50 @@ impl Sandbox {
         }
         env.push(("PATH".into(), path.into()));
 
-        // The sandbox's init: drops to the learner uid (as root), runs the
-        // program, then counts and kills what it left behind.
-        arg(&[
-            "--",
-            &labgrade,
-            "sandbox-init",
-            "--wait",
-            "--status-fd",
-            "3",
-        ]);
-        if let Some((uid, gid)) = self.uid {
-            arg(&["--uid", &format!("{uid}:{gid}")]);
-        }
-        arg(&["--", &program]);
+        // The sandbox's init: runs the program as the learner uid (a
+        // reference peer as the grader), then counts and kills what it
+        // left behind in the sandbox.
+        arg(&["--", &init]);
+        a.extend(self.init_args(purpose, true));
+        a.push(program);
         a.append(&mut spec.args);
         spec.program = bwrap;
         spec.args = a;
         spec.env = env;
         spec
+    }
+
+    /// `sandbox-init` and its options, up to and including `--`: as the
+    /// learner's uid unless a reference peer; a learner's program watched;
+    /// with `sweep`, inside a PID namespace of its own.
+    fn init_args(&self, purpose: Purpose, sweep: bool) -> Vec<String> {
+        let mut args = vec!["sandbox-init".to_string(), "--status-fd".into(), "3".into()];
+        if sweep {
+            args.push("--sweep".into());
+        }
+        if purpose == Purpose::Run {
+            args.push("--watch".into());
+        }
+        if let Some((uid, gid)) = self.uid
+            && purpose != Purpose::Reference
+        {
+            args.extend(["--uid".to_string(), format!("{uid}:{gid}")]);
+        }
+        args.push("--".into());
+        args
+    }
+
+    /// Copies of labgrade under a directory every sandbox binds: the running
+    /// one and the one on PATH.
+    fn grader_binaries(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = [Some(self.labgrade.clone()), find_in_path("labgrade")]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.canonicalize().ok())
+            .filter(|p| SYSTEM_DIRS.iter().any(|d| p.starts_with(d)))
+            .collect();
+        found.dedup();
+        found
     }
 
     /// Where the toolchain appears to a build at this level (none when
@@ -580,11 +696,51 @@ pub fn unreadable_by_others(path: &Path) -> Option<PathBuf> {
         .map(|(a, _)| a.to_path_buf())
 }
 
+/// Removes the entries of `dir` that `uid` owns (links not followed).
+fn remove_owned_by(dir: &Path, uid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match path.symlink_metadata() {
+            Ok(meta) if meta.uid() == uid && meta.is_dir() => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Ok(meta) if meta.uid() == uid => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+}
+
+/// Whether this process was started by the grader as a reference peer: it
+/// holds the grading's token, and can read the file that holds it too.
+pub fn check_ref_token() -> Result<(), String> {
+    let refused = "only the grader runs its reference programs";
+    let token = std::env::var(REF_TOKEN_ENV).map_err(|_| refused.to_string())?;
+    let file = std::env::var_os(REF_TOKEN_FILE_ENV).ok_or_else(|| refused.to_string())?;
+    match std::fs::read_to_string(&file) {
+        Ok(expected) if !token.is_empty() && expected == token => Ok(()),
+        _ => Err(refused.to_string()),
+    }
+}
+
+/// A fresh random token, as hex.
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The sysroot of the `rustc` on the grader's PATH.

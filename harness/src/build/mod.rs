@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+mod provenance;
+
 use crate::hash::SKIPPED_DIRS;
 use crate::rubric::Rubric;
-use crate::runner::{self, Finished, Limits, RunRecord, Spec, StartError};
+use crate::runner::{self, Ending, Finished, Limits, RunRecord, Spec, StartError};
 use crate::sandbox::{Area, Purpose, Sandbox, ToolchainProblem};
 use crate::tools;
 
@@ -64,10 +66,17 @@ impl BuildFault {
     /// What the grading machine's keeper should do about it.
     pub fn fix(&self) -> String {
         match self {
-            BuildFault::Tool(StartError::NotInstalled { program, .. }) => format!(
-                "install {program} on the grading machine ({}); `labgrade doctor` lists everything grading needs",
-                tools::how_to_install(program)
-            ),
+            BuildFault::Tool(StartError::NotInstalled { program, .. }) => {
+                match tools::tool(program) {
+                    Some(tool) => format!(
+                        "install {program} on the grading machine ({}); `labgrade doctor` lists everything grading needs",
+                        tool.install
+                    ),
+                    None => format!(
+                        "install {program} on the grading machine, or correct the rubric's build command; `labgrade doctor` checks it"
+                    ),
+                }
+            }
             BuildFault::Tool(StartError::NotReadable { path, .. }) => format!(
                 "make {} readable by every user, or grade at the full level (install bubblewrap); `labgrade doctor` checks it",
                 path.display()
@@ -163,7 +172,11 @@ pub fn build(
     let _ = sandbox.give(dir);
     let _ = sandbox.give(home);
     let env = build_env(home, sandbox.toolchain_bin().as_deref());
-    let timeout = rubric.build.timeout;
+    // One budget for the whole build: each step gets what is left of it, so
+    // many slow steps cannot add up past it (and eat the overall deadline).
+    let budget = rubric.build.timeout;
+    let started = std::time::Instant::now();
+    let left = || budget.saturating_sub(started.elapsed());
     let mut step = |role: &str, argv: Vec<String>| -> Option<Finished> {
         let plain = Spec {
             role: role.to_string(),
@@ -173,7 +186,7 @@ pub fn build(
             dir: dir.to_path_buf(),
             env: env.clone(),
             held_stdin: false,
-            timeout,
+            timeout: left(),
             limits: BUILD_LIMITS,
             confine: Default::default(),
             memory_cgroups: Vec::new(),
@@ -201,7 +214,7 @@ pub fn build(
     if let Some(command) = &rubric.build.command {
         result.method = "rubric".into();
         if let Some(f) = step("build", command.clone()) {
-            failure_note = failure(&f);
+            failure_note = failure(&f, budget);
         }
     } else if ["Makefile", "makefile", "GNUmakefile"]
         .iter()
@@ -209,7 +222,7 @@ pub fn build(
     {
         result.method = "make".into();
         if let Some(f) = step("build", vec!["make".into()]) {
-            failure_note = failure(&f);
+            failure_note = failure(&f, budget);
         }
     } else if dir.join("Cargo.toml").is_file()
         && let Some(problem) = sandbox.toolchain_problem()
@@ -220,7 +233,7 @@ pub fn build(
         result.method = "cargo".into();
         // Dependencies are fetched now, by the grader, into the copy; the
         // build itself runs offline.
-        vendor_run = vendor(sandbox, dir, home, timeout);
+        vendor_run = vendor(sandbox, dir, home, left());
         let vendored = sandbox.build_path(dir, VENDOR_DIR);
         let argv = vec![
             "cargo".to_string(),
@@ -237,7 +250,7 @@ pub fn build(
             ),
         ];
         if let Some(f) = step("build", argv) {
-            failure_note = failure(&f);
+            failure_note = failure(&f, budget);
             let inside = sandbox.build_path(dir, "");
             cargo_bins = cargo_executables(&f.stdout.text())
                 .into_iter()
@@ -258,14 +271,14 @@ pub fn build(
             "-DCMAKE_BUILD_TYPE=Release",
         ];
         if let Some(f) = step("build", configure.map(String::from).to_vec()) {
-            failure_note = failure(&f);
+            failure_note = failure(&f, budget);
             if f.ending.success()
                 && let Some(f) = step(
                     "build",
                     ["cmake", "--build", "build"].map(String::from).to_vec(),
                 )
             {
-                failure_note = failure(&f);
+                failure_note = failure(&f, budget);
             }
         }
     } else {
@@ -296,7 +309,7 @@ pub fn build(
                 result.programs.insert(
                     name.to_string(),
                     Program::Missing {
-                        why: format!("{name} did not compile ({})", f.ending.describe()),
+                        why: format!("{name} did not compile ({})", failure(&f, budget)),
                     },
                 );
             }
@@ -306,22 +319,45 @@ pub fn build(
     if let Some(run) = vendor_run {
         result.runs.insert(0, run);
     }
+    let grader = provenance::Grader::running();
+    if let Some(copy) = grader
+        .as_ref()
+        .and_then(|g| provenance::grader_copy(dir, g, &[VENDOR_DIR]))
+    {
+        let rel = copy
+            .strip_prefix(dir)
+            .unwrap_or(&copy)
+            .display()
+            .to_string();
+        for name in names {
+            result.programs.insert(
+                name.to_string(),
+                Program::Missing {
+                    why: format!(
+                        "the build put a copy of the grader itself in the submission ({rel}): nothing it built is trusted"
+                    ),
+                },
+            );
+        }
+        return result;
+    }
     for name in names {
         if result.programs.contains_key(name) {
             continue;
         }
-        let found = cargo_bins
-            .get(name)
-            .cloned()
-            .filter(|p: &PathBuf| p.is_file())
-            .or_else(|| {
-                search
-                    .iter()
-                    .map(|d| d.join(name))
-                    .find(|p| is_executable(p))
-            });
+        // The first file of that name where programs are looked for, link
+        // or not: what it is decides whether it is accepted.
+        let found = cargo_bins.get(name).cloned().or_else(|| {
+            search
+                .iter()
+                .map(|d| d.join(name))
+                .find(|p| p.symlink_metadata().is_ok_and(|m| !m.is_dir()))
+        });
         let outcome = match found {
-            Some(path) => Program::Built(path),
+            Some(path) => match provenance::problem(name, &path, dir, grader.as_ref()) {
+                None => Program::Built(path),
+                Some(why) => Program::Missing { why },
+            },
             None if !failure_note.is_empty() => Program::Missing {
                 why: format!("the build failed ({failure_note}) and produced no {name}"),
             },
@@ -382,11 +418,15 @@ pub fn try_tool(sandbox: &Sandbox, area: &Area, dir: &Path, tool: &str) -> ToolC
     }
 }
 
-fn failure(f: &Finished) -> String {
-    if f.ending.success() {
-        String::new()
-    } else {
-        f.ending.describe()
+/// How a build step failed, in words; empty when it did not.
+fn failure(f: &Finished, budget: std::time::Duration) -> String {
+    match f.ending {
+        Ending::Exited(0) => String::new(),
+        Ending::TimedOut => format!(
+            "the whole build took longer than the {} it may take (build.timeout)",
+            humantime::format_duration(budget)
+        ),
+        other => other.describe(),
     }
 }
 
@@ -438,12 +478,6 @@ fn find_source(dir: &Path, name: &str) -> Option<(String, bool)> {
         }
     }
     None
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Binary name -> path, from `cargo build --message-format=json`.

@@ -1,0 +1,117 @@
+//! Whether a built program is the build's own work: a regular file in the
+//! build directory, and not the grader itself. A symbolic link would have
+//! the sandbox bind (and run) whatever it points at on the host; a copy of
+//! the grader is its reference in disguise. (A hard link to a file outside
+//! cannot be made: the build directory is a mount of its own in the build's
+//! sandbox, and the kernel's protected_hardlinks refuses another user's
+//! file at the uid level; Cargo's own hard links are harmless.)
+
+use std::cell::OnceCell;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The grader's own binary, recognised by size and then by hash.
+pub struct Grader {
+    path: PathBuf,
+    size: u64,
+    digest: OnceCell<Option<Vec<u8>>>,
+}
+
+impl Grader {
+    pub fn running() -> Option<Grader> {
+        let path = std::env::current_exe().ok()?;
+        let size = path.metadata().ok()?.len();
+        Some(Grader {
+            path,
+            size,
+            digest: OnceCell::new(),
+        })
+    }
+
+    /// Whether `file` holds exactly the grader's bytes.
+    pub fn is_copy(&self, file: &Path) -> bool {
+        if !file.metadata().is_ok_and(|m| m.len() == self.size) {
+            return false;
+        }
+        let mine = self.digest.get_or_init(|| digest(&self.path));
+        mine.is_some() && *mine == digest(file)
+    }
+}
+
+fn digest(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf).ok()? {
+            0 => break,
+            n => hasher.update(&buf[..n]),
+        }
+    }
+    Some(hasher.finalize().to_vec())
+}
+
+/// Why the program at `path` cannot be accepted as `name`, if it cannot.
+pub fn problem(
+    name: &str,
+    path: &Path,
+    build_dir: &Path,
+    grader: Option<&Grader>,
+) -> Option<String> {
+    let meta = match path.symlink_metadata() {
+        Ok(meta) => meta,
+        Err(_) => return Some(format!("the build produced no program named {name}")),
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        return Some(format!(
+            "{name} is a symbolic link (to {target}), not a program the build made: refused"
+        ));
+    }
+    if !meta.is_file() {
+        return Some(format!("{name} is not a regular file: refused"));
+    }
+    let inside = match (path.canonicalize(), build_dir.canonicalize()) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => false,
+    };
+    if !inside {
+        return Some(format!("{name} lies outside the build directory: refused"));
+    }
+    if grader.is_some_and(|g| g.is_copy(path)) {
+        return Some(format!("{name} is a copy of the grader itself: refused"));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Some(format!("{name} is not executable"));
+    }
+    None
+}
+
+/// A file anywhere in the build directory that is a copy of the grader, if
+/// there is one: a build that copies the grader is not trusted at all.
+pub fn grader_copy(build_dir: &Path, grader: &Grader, skip: &[&str]) -> Option<PathBuf> {
+    let mut todo = vec![build_dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if !skip.iter().any(|s| entry.file_name() == *s) {
+                    todo.push(entry.path());
+                }
+            } else if kind.is_file() && grader.is_copy(&entry.path()) {
+                return Some(entry.path());
+            }
+        }
+    }
+    None
+}
