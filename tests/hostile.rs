@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mmap_lab_kit::suite::{Need, Suite};
-use mmap_lab_kit::{assert_expected, grade_json};
+use mmap_lab_kit::{assert_expected_at, grade_json};
 use serial_test::file_serial;
 
 /// What every hostile grading needs.
 const HOSTILE: &[Need] = &[Need::Root, Need::Full, Need::Strace];
+/// What one at the uid level needs (as in Gradescope's container).
+const AT_UID: &[Need] = &[Need::Root, Need::Strace];
 
 const SLOT: &str = "7";
 /// labgrade's first unprivileged uid (harness/src/sandbox/mod.rs), plus SLOT.
@@ -26,6 +28,46 @@ const LEARNER_UID: u32 = 64000 + 7;
 
 fn main() -> ExitCode {
     Suite::new()
+        .test(
+            "learner_caused_errors_are_charged_to_the_learner",
+            HOSTILE,
+            learner_caused_errors_at_full,
+        )
+        .test(
+            "learner_caused_errors_are_charged_to_the_learner_at_uid",
+            AT_UID,
+            learner_caused_errors_at_uid,
+        )
+        .test(
+            "learner_code_cannot_run_or_copy_the_grader",
+            HOSTILE,
+            the_grader_out_of_reach_at_full,
+        )
+        .test(
+            "learner_code_cannot_run_or_copy_the_grader_at_uid",
+            AT_UID,
+            the_grader_out_of_reach_at_uid,
+        )
+        .test(
+            "the_rubric_and_the_secret_key_cannot_be_read",
+            HOSTILE,
+            the_rubric_and_the_secret_key_cannot_be_read,
+        )
+        .test(
+            "on_gradescope_the_rubric_and_the_key_cannot_be_read_at_uid",
+            AT_UID,
+            on_gradescope_the_rubric_and_the_key_cannot_be_read_at_uid,
+        )
+        .test(
+            "a_nested_grading_cannot_learn_the_random_message",
+            HOSTILE,
+            a_nested_grading_cannot_learn_the_random_message,
+        )
+        .test(
+            "evidence_cannot_be_evaded",
+            HOSTILE,
+            evidence_cannot_be_evaded,
+        )
         .test(
             "an_infinite_loop_is_stopped_by_its_cpu_limit",
             HOSTILE,
@@ -169,21 +211,38 @@ fn learner_processes() -> Vec<String> {
         .collect()
 }
 
+/// What learner code left in the machine's /dev/shm and /tmp: anything its
+/// uid owns, and the hostile corpus's own names.
 fn shm_litter() -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("labgrade-litter"))
+    use std::os::unix::fs::MetadataExt;
+    ["/dev/shm", "/tmp"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("labgrade-litter")
+                || name.starts_with("junk-")
+                || e.path()
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.uid() == LEARNER_UID)
+        })
+        .map(|e| e.path().display().to_string())
         .collect()
 }
 
 /// Grades one hostile fixture at full isolation and checks the aftermath.
 fn grade_hostile(name: &str) -> serde_json::Value {
+    grade_hostile_at(name, None, &[])
+}
+
+/// The same at `level` (None: full), with more arguments for labgrade.
+fn grade_hostile_at(name: &str, level: Option<&str>, args: &[&str]) -> serde_json::Value {
     let dir = hostile(name);
     let before = snapshot(&dir);
-    let report = assert_expected(&dir, &["--slot", SLOT]);
-    assert_eq!(report["isolation"]["level"], "full");
+    let mut all = vec!["--slot", SLOT];
+    all.extend(args);
+    let report = assert_expected_at(&dir, &all, level);
+    assert_eq!(report["isolation"]["level"], level.unwrap_or("full"));
     assert_eq!(
         report["complete"], true,
         "a hostile submission must not make the grade incomplete"
@@ -408,4 +467,184 @@ fn an_interrupted_grading_still_writes_its_report() {
         "left running: {:#?}",
         learner_processes()
     );
+}
+
+/// The default rubric with `from` replaced by `to`, in `dir`.
+fn rubric_with(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("grading.toml"))
+        .unwrap();
+    assert!(text.contains(from), "grading.toml has no {from:?}");
+    let path = dir.join("rubric.toml");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    path
+}
+
+#[file_serial(hostile)]
+fn learner_caused_errors_at_full() {
+    learner_caused_errors_are_charged_to_the_learner(None)
+}
+
+#[file_serial(hostile)]
+fn learner_caused_errors_at_uid() {
+    learner_caused_errors_are_charged_to_the_learner(Some("uid"))
+}
+
+#[file_serial(hostile)]
+fn the_grader_out_of_reach_at_full() {
+    learner_code_cannot_run_or_copy_the_grader(None)
+}
+
+#[file_serial(hostile)]
+fn the_grader_out_of_reach_at_uid() {
+    learner_code_cannot_run_or_copy_the_grader(Some("uid"))
+}
+
+/// What learner code makes the grader's own steps fail at is the learner's
+/// failure, never a grader error: a directory where the region goes, a
+/// /dev/shm filled so that the grader's writer dies, a build slow enough to
+/// eat the deadline (each step in time, all of them not).
+fn learner_caused_errors_are_charged_to_the_learner(level: Option<&str>) {
+    for name in ["hostile-mkdir-region", "hostile-fills-shm"] {
+        let r = grade_hostile_at(name, level, &[]);
+        assert_eq!(r["complete"], true, "{name}");
+        assert!(
+            r["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["graded"] == true),
+            "{name}: nothing the learner caused is a grader fault"
+        );
+        assert_eq!(r["max_score"], 100.0, "{name}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = rubric_with(dir.path(), "timeout = \"3min\"", "timeout = \"6s\"");
+    let r = grade_hostile_at(
+        "hostile-slow-build",
+        level,
+        &["--rubric", rubric.to_str().unwrap()],
+    );
+    assert_eq!(
+        (r["score"].as_f64(), r["max_score"].as_f64()),
+        (Some(0.0), Some(100.0))
+    );
+}
+
+/// Learner code can run the grader in no mode, nor pass off a link to, or
+/// a copy of, a program from outside its build.
+fn learner_code_cannot_run_or_copy_the_grader(level: Option<&str>) {
+    for name in [
+        "hostile-ref-exec",
+        "hostile-prog-symlink",
+        "hostile-prog-copy",
+    ] {
+        let r = grade_hostile_at(name, level, &[]);
+        let shm_passed: Vec<&str> = r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["id"].as_str().unwrap().starts_with("shm.")
+                    && c["id"] != "shm.no_writer"
+                    && c["status"] == "passed"
+            })
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert!(shm_passed.is_empty(), "{name}: {shm_passed:?} passed");
+    }
+}
+
+/// A rubric and a secret key with markers, in directories anyone may read:
+/// (rubric, key, marker).
+fn marked_rubric_and_key(dir: &Path) -> (PathBuf, PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let marker = format!("marker-{}-{}", std::process::id(), line!());
+    let rubric = rubric_with(dir, "version = 1", &format!("version = 1\n# {marker}"));
+    let key = dir.join("secret.key");
+    std::fs::write(&key, format!("{marker} secret")).unwrap();
+    for path in [dir, &rubric, &key] {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    (rubric, key, marker)
+}
+
+/// The build hunts for the rubric, the key and the reference's sources and
+/// prints what it finds into its own output, which the report shows.
+#[file_serial(hostile)]
+fn the_rubric_and_the_secret_key_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rubric, key, marker) = marked_rubric_and_key(dir.path());
+    let out = std::process::Command::new(mmap_lab_kit::labgrade())
+        .arg("grade")
+        .arg(hostile("hostile-read-the-rubric"))
+        .args(["--slot", SLOT, "--format", "json", "--rubric"])
+        .arg(&rubric)
+        .env("LABGRADE_SECRET_FILE", &key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["checks"][0]["status"], "failed", "the build fails");
+    assert!(
+        !text.contains(&marker),
+        "the build read the rubric or the key"
+    );
+}
+
+/// The same on Gradescope's terms: the uid level, and an /autograder whose
+/// files anyone may read until `labgrade gradescope` seals them.
+#[file_serial(hostile)]
+fn on_gradescope_the_rubric_and_the_key_cannot_be_read_at_uid() {
+    let root = tempfile::tempdir().unwrap();
+    let source = root.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    let (_, key, marker) = marked_rubric_and_key(&source);
+    std::fs::rename(source.join("rubric.toml"), source.join("grading.toml")).unwrap();
+    mmap_lab_kit::copy_tree(
+        &hostile("hostile-read-the-rubric"),
+        &root.path().join("submission"),
+        &["expected.toml"],
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let status = std::process::Command::new(mmap_lab_kit::labgrade())
+        .args(["gradescope", "--isolation", "uid"])
+        .env("LABGRADE_AUTOGRADER_ROOT", root.path())
+        .env("LABGRADE_SECRET_FILE", &key)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let results = std::fs::read_to_string(root.path().join("results/results.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&results).unwrap();
+    assert_eq!(r["extra_data"]["isolation"], "uid");
+    assert_eq!(r["tests"][0]["status"], "failed", "the build fails");
+    assert!(
+        !results.contains(&marker),
+        "the build read the rubric or the key"
+    );
+    assert!(learner_processes().is_empty());
+}
+
+/// A build that grades its own submission to learn the reference writer's
+/// "random" message learns nothing: it cannot run the grader, and the
+/// message is seeded with a key it cannot read.
+#[file_serial(hostile)]
+fn a_nested_grading_cannot_learn_the_random_message() {
+    grade_hostile("hostile-nested-grade");
+}
+
+/// A pipe of one's own instead of stdin, writes split in two, reads through
+/// a hard link, and mmap only when traced: none of them passes.
+#[file_serial(hostile)]
+fn evidence_cannot_be_evaded() {
+    for name in [
+        "hostile-own-pipe",
+        "hostile-split-writes",
+        "hostile-traceme",
+    ] {
+        grade_hostile(name);
+    }
 }
