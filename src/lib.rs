@@ -202,6 +202,17 @@ pub fn assert_expected_at(dir: &Path, args: &[&str], level: Option<&str>) -> ser
     report
 }
 
+/// The default rubric with the first `from` replaced by `to`, written to
+/// `dir/rubric.toml`.
+pub fn rubric_with(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("grading.toml"))
+        .unwrap();
+    assert!(text.contains(from), "grading.toml has no {from:?}");
+    let path = dir.join("rubric.toml");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    path
+}
+
 /// Copies a directory tree, leaving out entries with any of the names in
 /// `skip` (a build's `target`, a fixture's `expected.toml`).
 pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use mmap_lab_kit::suite::{GRADING, Need, Suite};
-use mmap_lab_kit::{fixture, grade_json, labgrade};
+use mmap_lab_kit::{fixture, grade_json, labgrade, rubric_with};
 use predicates::prelude::*;
 use std::process::ExitCode;
 
@@ -484,16 +484,6 @@ fn grading_twice_gives_the_same_verdicts_and_messages() {
     };
     assert_eq!(strip(&a), strip(&b));
     assert_eq!(a["submission"]["sha256"], b["submission"]["sha256"]);
-}
-
-/// The default rubric with one line changed: how the writer is released.
-fn rubric_with(dir: &Path, from: &str, to: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("grading.toml"))
-        .unwrap();
-    assert!(text.contains(from), "grading.toml has no {from:?}");
-    let path = dir.join("rubric.toml");
-    std::fs::write(&path, text.replace(from, to)).unwrap();
-    path
 }
 
 fn a_rubric_can_release_the_writer_with_a_signal() {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mmap_lab_kit::suite::{Need, Suite};
-use mmap_lab_kit::{assert_expected_at, grade_json};
+use mmap_lab_kit::{assert_expected_at, grade_json, rubric_with};
 use serial_test::file_serial;
 
 /// What every hostile grading needs.
@@ -467,16 +467,6 @@ fn an_interrupted_grading_still_writes_its_report() {
         "left running: {:#?}",
         learner_processes()
     );
-}
-
-/// The default rubric with `from` replaced by `to`, in `dir`.
-fn rubric_with(dir: &Path, from: &str, to: &str) -> PathBuf {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("grading.toml"))
-        .unwrap();
-    assert!(text.contains(from), "grading.toml has no {from:?}");
-    let path = dir.join("rubric.toml");
-    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-    path
 }
 
 #[file_serial(hostile)]
