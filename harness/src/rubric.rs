@@ -428,6 +428,25 @@ pub struct CheckConfig {
     pub resolved: Kind,
 }
 
+/// How far a rubric may raise what it may set (README, "Limits").
+pub struct Bounds {
+    /// Any one program's timeout, and each phase of the writer's.
+    pub program_timeout: Duration,
+    /// The whole build.
+    pub build_timeout: Duration,
+    /// The whole grading (and shm.repeat's budget).
+    pub deadline: Duration,
+    /// A region's or the mapped file's size.
+    pub region_bytes: u64,
+}
+
+pub const BOUNDS: Bounds = Bounds {
+    program_timeout: Duration::from_secs(300),
+    build_timeout: Duration::from_secs(1800),
+    deadline: Duration::from_secs(4 * 3600),
+    region_bytes: 256 << 20,
+};
+
 fn default_deadline() -> Duration {
     Duration::from_secs(600)
 }
@@ -673,6 +692,43 @@ impl Rubric {
                 ));
             }
         }
+        self.within_bounds()?;
+        // Names the grader joins to the submission's directory (and removes
+        // there before building): plain names, so nothing outside the run is
+        // ever touched.
+        for (key, name) in [
+            ("programs.mapfile.binary", &self.programs.mapfile.binary),
+            ("programs.writer.binary", &self.programs.writer.binary),
+            ("programs.reader.binary", &self.programs.reader.binary),
+        ] {
+            if name.is_empty() || name.contains(['/', '\\', '\0']) || name == "." || name == ".." {
+                return Err((
+                    None,
+                    key.into(),
+                    format!(
+                        "{name:?} is not a program name: give a plain file name, without a directory"
+                    ),
+                ));
+            }
+        }
+        for (i, dir) in self.build.binaries.iter().enumerate() {
+            let inside = dir.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+            if !inside || dir.as_os_str().is_empty() {
+                return Err((
+                    None,
+                    "build.binaries".into(),
+                    format!(
+                        "entry {i}, {}, must be a directory inside the submission (relative, without ..)",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
         if self.region.size == 0 || (self.region.message.len() as u64) >= self.region.size {
             return Err((
                 None,
@@ -718,6 +774,104 @@ impl Rubric {
                         format!("not a regular expression: {e}"),
                     )
                 })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Limits a rubric may raise only so far (README, "Limits"): each
+    /// program's timeouts, the build's, the whole grading's deadline, and
+    /// the size of a region (the grading's /dev/shm holds the learner's
+    /// largest region and the grader's beside it).
+    fn within_bounds(&self) -> Result<(), (Option<std::ops::Range<usize>>, String, String)> {
+        let too_long = |key: String, value: Duration, bound: Duration| {
+            (value > bound).then(|| {
+                (
+                    None,
+                    key,
+                    format!(
+                        "{} is more than the {} a rubric may give",
+                        humantime::format_duration(value),
+                        humantime::format_duration(bound)
+                    ),
+                )
+            })
+        };
+        let p = &self.programs;
+        let mut times = vec![
+            (
+                "programs.mapfile.timeout".to_string(),
+                p.mapfile.timeout,
+                BOUNDS.program_timeout,
+            ),
+            (
+                "programs.reader.timeout".to_string(),
+                p.reader.timeout,
+                BOUNDS.program_timeout,
+            ),
+            (
+                "programs.writer.ready_timeout".to_string(),
+                p.writer.ready_timeout,
+                BOUNDS.program_timeout,
+            ),
+            (
+                "programs.writer.hold".to_string(),
+                p.writer.hold,
+                BOUNDS.program_timeout,
+            ),
+            (
+                "programs.writer.exit_timeout".to_string(),
+                p.writer.exit_timeout,
+                BOUNDS.program_timeout,
+            ),
+            (
+                "build.timeout".to_string(),
+                self.build.timeout,
+                BOUNDS.build_timeout,
+            ),
+            ("deadline".to_string(), self.deadline, BOUNDS.deadline),
+        ];
+        for (i, check) in self.checks.iter().enumerate() {
+            if let Some(t) = &check.timeout {
+                let bound = if check.kind() == Kind::ShmRepeat {
+                    BOUNDS.deadline
+                } else {
+                    BOUNDS.program_timeout
+                };
+                times.push((format!("check[{i}].timeout"), *t.get_ref(), bound));
+            }
+        }
+        if let Some(e) = times
+            .into_iter()
+            .find_map(|(key, value, bound)| too_long(key, value, bound))
+        {
+            return Err(e);
+        }
+        let mib = |b: u64| b >> 20;
+        let mut sizes = vec![
+            ("region.size".to_string(), None, self.region.size),
+            ("file.size".to_string(), None, self.file.size),
+        ];
+        for (i, check) in self.checks.iter().enumerate() {
+            if let Some(size) = &check.size {
+                sizes.push((
+                    format!("check[{i}].size"),
+                    Some(size.span()),
+                    *size.get_ref(),
+                ));
+            }
+        }
+        for (key, span, size) in sizes {
+            if size > BOUNDS.region_bytes {
+                return Err((
+                    span,
+                    key,
+                    format!(
+                        "{size} bytes ({} MiB) is more than the {} MiB a region or file may have",
+                        mib(size),
+                        mib(BOUNDS.region_bytes)
+                    ),
+                ));
             }
         }
         Ok(())
@@ -963,6 +1117,24 @@ mod tests {
         assert!(e.starts_with("r.toml:3:8: programs.writer.hold"), "{e}");
         let e = err("version = 2\n");
         assert!(e.contains("version 1"), "{e}");
+    }
+
+    #[test]
+    fn a_limit_is_raised_only_within_its_bound() {
+        let e = err(&format!(
+            "{MINIMAL}[programs.mapfile]\ntimeout = \"6min\"\n"
+        ));
+        assert!(
+            e.contains("programs.mapfile.timeout: 6m is more than the 5m"),
+            "{e}"
+        );
+        let e = err(&format!("deadline = \"5h\"\n{MINIMAL}"));
+        assert!(e.contains("deadline: 5h is more than the 4h"), "{e}");
+        let e = err(&format!("{MINIMAL}[region]\nsize = 536870912\n"));
+        assert!(e.contains("region.size:"), "{e}");
+        assert!(e.contains("more than the 256 MiB"), "{e}");
+        let ok = format!("deadline = \"20min\"\n{MINIMAL}[programs.mapfile]\ntimeout = \"5min\"\n");
+        assert!(Rubric::parse(&ok, "r").is_ok());
     }
 
     #[test]
