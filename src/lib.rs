@@ -213,6 +213,20 @@ pub fn rubric_with(dir: &Path, from: &str, to: &str) -> PathBuf {
     path
 }
 
+/// Polls `ready` every 5 ms until it holds; fails the test, saying `what`
+/// was awaited, when it has not within `secs` seconds. Tests wait for
+/// observable events this way, never for fixed sleeps.
+pub fn wait_until(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "waited {secs} s in vain for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Copies a directory tree, leaving out entries with any of the names in
 /// `skip` (a build's `target`, a fixture's `expected.toml`).
 pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {

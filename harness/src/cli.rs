@@ -92,6 +92,10 @@ enum Cmd {
         /// Watch the program's reads and writes.
         #[arg(long)]
         watch: bool,
+        /// Put the program (only) in the cgroup whose cgroup.procs is open
+        /// on this descriptor.
+        #[arg(long)]
+        cgroup_fd: Vec<i32>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<std::ffi::OsString>,
     },
@@ -330,6 +334,7 @@ pub fn main() -> ExitCode {
             status_fd,
             sweep,
             watch,
+            cgroup_fd,
             argv,
         } => sandbox::init::run(
             &sandbox::init::InitOptions {
@@ -337,6 +342,7 @@ pub fn main() -> ExitCode {
                 status_fd,
                 sweep,
                 watch,
+                cgroup_fds: cgroup_fd,
             },
             &argv,
         ),
@@ -472,37 +478,65 @@ fn grade_command(args: GradeArgs) -> ExitCode {
         Some(limit) => limit.min(rubric.deadline),
         None => rubric.deadline,
     });
-    let report = match grade::grade(&args.dir, &rubric, &options) {
+    // One run, every format asked for: written by the main path, or by the
+    // watchdog if the grading is stopped and the main path is stuck.
+    let sink: std::sync::Arc<crate::watchdog::Sink> = std::sync::Arc::new(
+        Outputs {
+            stdout: args.output.is_none().then_some(args.format),
+            files: [
+                (args.output.clone(), args.format),
+                (args.json.clone(), OutputFormat::Json),
+                (args.junit.clone(), OutputFormat::Junit),
+                (args.markdown.clone(), OutputFormat::Markdown),
+                (args.classroom.clone(), OutputFormat::Classroom),
+            ]
+            .into_iter()
+            .filter_map(|(path, format)| Some((path?, format)))
+            .collect(),
+        }
+        .into_sink(),
+    );
+    let progress = crate::watchdog::Progress::new();
+    progress.watch(sink.clone(), 2);
+    let report = match grade::grade(&args.dir, &rubric, &options, Some(&progress)) {
         Ok(report) => report,
         Err(e) => return cannot(e),
     };
-    // One run, every format asked for.
-    let files: [(Option<&PathBuf>, Box<dyn Format>, bool); 5] = [
-        (args.output.as_ref(), args.format.writer(), false),
-        (args.json.as_ref(), Box::new(Json), false),
-        (args.junit.as_ref(), Box::new(JUnit), false),
-        (args.markdown.as_ref(), Box::new(Markdown), false),
-        (args.classroom.as_ref(), Box::new(Classroom), true),
-    ];
-    for (path, format, append) in files.iter() {
-        if let Some(path) = path
-            && let Err(e) = write_to_file(path, format.as_ref(), &report, *append)
-        {
-            return cannot(format!("cannot write {}: {e}", path.display()));
+    progress
+        .deliver(&report, sink.as_ref())
+        .unwrap_or(ExitCode::from(2))
+}
+
+/// Every output a `grade` command was asked for.
+struct Outputs {
+    /// The format printed to stdout, unless --output took it to a file.
+    stdout: Option<OutputFormat>,
+    files: Vec<(PathBuf, OutputFormat)>,
+}
+
+impl Outputs {
+    fn into_sink(self) -> impl Fn(&crate::report::Report) -> ExitCode + Send + Sync {
+        move |report| {
+            for (path, format) in &self.files {
+                // Classroom lines are appended, as to $GITHUB_OUTPUT.
+                let append = matches!(format, OutputFormat::Classroom);
+                if let Err(e) = write_to_file(path, format.writer().as_ref(), report, append) {
+                    return cannot(format!("cannot write {}: {e}", path.display()));
+                }
+            }
+            if let Some(format) = self.stdout {
+                let mut out = anstream::stdout().lock();
+                if let Err(e) = format
+                    .writer()
+                    .write(report, &mut out)
+                    .and_then(|_| out.flush())
+                {
+                    return cannot(format!("cannot write the report: {e}"));
+                }
+            }
+            ExitCode::from(report.exit_code())
         }
     }
-    if args.output.is_none() {
-        let mut out = anstream::stdout().lock();
-        if let Err(e) = args
-            .format
-            .writer()
-            .write(&report, &mut out)
-            .and_then(|_| out.flush())
-        {
-            return cannot(format!("cannot write the report: {e}"));
-        }
-    }
-    ExitCode::from(report.exit_code())
 }
 
 fn write_to_file(
@@ -517,8 +551,11 @@ fn write_to_file(
         .append(append)
         .truncate(!append)
         .open(path)?;
-    format.write(report, &mut file)?;
-    file.flush()
+    // A file gets plain text: no terminal styling (learner text in it is
+    // already escaped, so only the human format's own colours go).
+    let mut plain = anstream::StripStream::new(&mut file);
+    format.write(report, &mut plain)?;
+    plain.flush()
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: kill every learner process and let the

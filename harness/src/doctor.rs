@@ -240,10 +240,7 @@ fn build_tools(sandbox: &Sandbox, opts: &Options) -> Vec<Finding> {
             "cargo".into(),
         ],
     };
-    let run = match tempfile::Builder::new()
-        .prefix("labgrade-doctor-")
-        .tempdir()
-    {
+    let run = match crate::state::run_dir(&std::env::temp_dir()) {
         Ok(dir) => dir,
         Err(e) => {
             return vec![
@@ -349,6 +346,7 @@ fn watch(
         },
         confine: Default::default(),
         memory_cgroups: Vec::new(),
+        storage: None,
     };
     let spec = sandbox.contain(spec, area, crate::sandbox::Purpose::Run);
     let works = crate::runner::run(spec).is_ok_and(|f| f.io.is_some());

@@ -3,6 +3,7 @@
 //! through the runner, drives them by observed events with deadlines, and
 //! records what the grader saw for itself. None of them decides a verdict.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,25 @@ fn start(spec: Spec) -> Result<Running, GraderError> {
     runner::start(spec).map_err(|e| GraderError(format!("could not start `{shown}`: {e}")))
 }
 
+/// A program the sandbox could not start for a reason of the grader's or
+/// the machine's: a grader error. Learner programs were built and placed
+/// by the grader, so a program out of reach or not there is never the
+/// learner's doing; an exec that fails on the program itself (not an
+/// executable, a missing interpreter) is. Any failure of the grader's own
+/// reference programs is the grader's.
+fn started(run: &Finished, who: Who) -> Result<(), GraderError> {
+    use runner::StartError;
+    match &run.not_started {
+        Some(e @ (StartError::NotReadable { .. } | StartError::NotInstalled { .. })) => {
+            Err(GraderError(format!("could not start a program: {e}")))
+        }
+        Some(e) if who == Who::Reference => Err(GraderError(format!(
+            "could not start a reference program: {e}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn read_trace(path: Option<PathBuf>) -> Option<Trace> {
     path.and_then(|p| Trace::read(&p).ok())
 }
@@ -38,6 +58,10 @@ fn read_trace(path: Option<PathBuf>) -> Option<Trace> {
 pub enum FileSeen {
     /// No such file; the names that were in the directory instead.
     Missing { others: Vec<String> },
+    /// Something that is not a regular file under that name (a symbolic
+    /// link, a FIFO, a directory...): what it is, in words. Never followed
+    /// or opened for reading.
+    NotAFile { what: String },
     /// Its size and bytes (at most the first MiB), and which file it is
     /// (device, inode), for the watch's evidence.
     Present {
@@ -66,6 +90,8 @@ pub fn mapfile(session: &mut Session) -> Result<Rc<MapfileOutcome>, GraderError>
     let (spec, trace_path) = session.prepare(spec, "mapfile", true);
     let run = start(spec)?.finish();
     let file = read_datafile(&dir, &session.rubric.file.name);
+    session.discard_dirs();
+    started(&run, Who::Learner)?;
     let outcome = Rc::new(MapfileOutcome {
         run,
         file,
@@ -78,16 +104,41 @@ pub fn mapfile(session: &mut Session) -> Result<Rc<MapfileOutcome>, GraderError>
 fn read_datafile(dir: &std::path::Path, name: &str) -> FileSeen {
     const KEEP: u64 = 1 << 20;
     let path = dir.join(name);
-    let file = match std::fs::File::open(&path) {
+    // Whatever learner code left there: a link is not followed (it could
+    // point at any file the grader may read), a FIFO does not block.
+    if let Ok(meta) = path.symlink_metadata()
+        && !meta.is_file()
+    {
+        return FileSeen::NotAFile {
+            what: region::kind_of(&path, &meta),
+        };
+    }
+    let file = match std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
         Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
-        _ => {
+        Ok(_) => {
+            return FileSeen::NotAFile {
+                what: "not a regular file".into(),
+            };
+        }
+        Err(_) => {
             let mut others: Vec<String> = std::fs::read_dir(dir)
                 .map(|d| {
-                    d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    d.filter_map(|e| Some(crate::text::name(&e.ok()?.file_name())))
                         .collect()
                 })
                 .unwrap_or_default();
             others.sort();
+            // A directory of twenty thousand files is named by its first.
+            const SHOWN: usize = 20;
+            if others.len() > SHOWN {
+                let more = others.len() - SHOWN;
+                others.truncate(SHOWN);
+                others.push(format!("and {more} more"));
+            }
             return FileSeen::Missing { others };
         }
     };
@@ -138,6 +189,8 @@ pub fn no_writer(
     let run = start(spec)?.finish();
     let created = region::peek(&path, 64).ok().flatten();
     make_absent(&path)?;
+    session.discard_dirs();
+    started(&run, Who::Learner)?;
     let outcome = Rc::new(NoWriterOutcome { run, created });
     session.no_writer.insert(timeout, outcome.clone());
     Ok(outcome)
@@ -466,6 +519,11 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     };
     make_absent(&writer_path)?;
     make_absent(&session.region_path(&reader_name))?;
+    session.discard_dirs();
+    started(&writer, plan.writer)?;
+    if let (Some(r), Some(who)) = (&reader, plan.reader) {
+        started(r, who)?;
+    }
 
     // What the watch saw of the learner's programs, kept for the evidence
     // checks whichever check this pair is for.

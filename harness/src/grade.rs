@@ -16,6 +16,7 @@ use crate::report::{
 use crate::rubric::Rubric;
 use crate::sandbox::{Level, Sandbox};
 use crate::session::Session;
+use crate::watchdog::Progress;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -46,7 +47,12 @@ impl Default for Options {
 
 /// Grades the submission in `dir`. An `Err` means nothing could be graded
 /// (no such directory, a check id that does not exist): a usage error.
-pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, String> {
+pub fn grade(
+    dir: &Path,
+    rubric: &Rubric,
+    options: &Options,
+    progress: Option<&Progress>,
+) -> Result<Report, String> {
     let started = Instant::now();
     if !dir.is_dir() {
         return Err(format!(
@@ -59,9 +65,7 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
         tree_sha256(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
 
     let secret = crate::secret::Secret::load().map_err(|e| e.to_string())?;
-    let run_dir = tempfile::Builder::new()
-        .prefix("labgrade-")
-        .tempdir()
+    let run_dir = crate::state::run_dir(&std::env::temp_dir())
         .map_err(|e| format!("cannot create a working directory: {e}"))?;
     let mut sandbox = Sandbox::probe(options.isolation, options.slot, options.private_mounts);
     if sandbox.level == Level::Minimal {
@@ -83,7 +87,10 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
     std::fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
     build::copy_submission(dir, &src).map_err(|e| format!("cannot copy {}: {e}", dir.display()))?;
 
-    let built = build::build(rubric, &src, &home, &sandbox, &area);
+    let mut built = build::build(rubric, &src, &home, &sandbox, &area);
+    built
+        .fix_programs(&run_dir.path().join(".programs"))
+        .map_err(|e| format!("cannot keep the built programs: {e}"))?;
     let build_info = BuildInfo {
         method: built.method.clone(),
         programs: built
@@ -109,6 +116,55 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
         .as_ref()
         .map(|files| format!("written against the Windows API ({files}); Windows submissions cannot be graded here yet"));
 
+    let mut draft = Draft {
+        pending: Vec::new(),
+        report: Report {
+            schema_version: SCHEMA_VERSION,
+            grader: GraderInfo {
+                name: "labgrade".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            rubric: RubricInfo {
+                origin: rubric.origin.clone(),
+                title: rubric.title.clone(),
+                sha256: rubric.sha256.clone(),
+            },
+            submission: SubmissionInfo {
+                path: crate::text::name(dir.as_os_str()),
+                sha256: submission_sha.clone(),
+            },
+            platform: PlatformInfo {
+                os: std::env::consts::OS.into(),
+                arch: std::env::consts::ARCH.into(),
+            },
+            isolation: IsolationInfo {
+                level: sandbox.level.name().into(),
+                degraded: sandbox.level == Level::Minimal,
+                notes: sandbox.notes.clone(),
+            },
+            score: 0.0,
+            max_score: 0.0,
+            complete: false,
+            error,
+            build: build_info,
+            checks: Vec::new(),
+            hidden_checks: 0,
+            duration_ms: 0,
+        },
+    };
+    for check in rubric.checks.iter().filter(|c| to_report.contains(c.id())) {
+        if check.hidden && !options.show_hidden {
+            draft.report.hidden_checks += 1;
+        } else {
+            draft.report.checks.push(pending(check));
+            draft.pending.push(check.id().to_string());
+        }
+    }
+    draft.total();
+    if let Some(p) = progress {
+        p.update(draft.report.clone(), draft.pending.clone());
+    }
+
     let mut session = Session::new(
         rubric,
         built,
@@ -117,71 +173,78 @@ pub fn grade(dir: &Path, rubric: &Rubric, options: &Options) -> Result<Report, S
         Tracer::probe(),
         seed(&submission_sha, &rubric.sha256, &secret.key),
     );
-    let judged = judge::judge(&mut session, &to_run);
+    judge::judge(&mut session, &to_run, &mut |j| {
+        if draft.set(j)
+            && let Some(p) = progress
+        {
+            p.update(draft.report.clone(), draft.pending.clone());
+        }
+    });
     drop(session);
     sandbox.finish();
+    draft.report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(draft.report)
+}
 
-    let mut checks = Vec::new();
-    let mut hidden = 0;
-    let mut complete = error.is_none();
-    for j in judged
-        .into_iter()
-        .filter(|j| to_report.contains(j.check.id()))
-    {
-        if j.check.hidden && !options.show_hidden {
-            hidden += 1;
-            continue;
-        }
-        let v = j.verdict;
-        complete &= !j.fault;
-        checks.push(CheckReport {
+/// The report as it is built, one judged check at a time.
+struct Draft {
+    report: Report,
+    /// The reported checks not judged yet.
+    pending: Vec<String>,
+}
+
+impl Draft {
+    /// Puts the judged check `j` in its place; false if it is not reported.
+    fn set(&mut self, j: &judge::Judged) -> bool {
+        let Some(slot) = self.report.checks.iter_mut().find(|c| c.id == j.check.id()) else {
+            return false;
+        };
+        self.pending.retain(|id| id != j.check.id());
+        let v = &j.verdict;
+        *slot = CheckReport {
             id: j.check.id().to_string(),
             name: j.check.name.clone(),
             status: v.status,
             graded: !j.fault,
             score: j.score,
             max_score: j.max_score,
-            message: v.message,
-            expected: v.expected,
-            observed: v.observed,
-            hint: v.hint,
-            skipped_because: v.skipped_because,
+            message: v.message.clone(),
+            expected: v.expected.clone(),
+            observed: v.observed.clone(),
+            hint: v.hint.clone(),
+            skipped_because: v.skipped_because.clone(),
             hidden: j.check.hidden,
             duration_ms: j.duration_ms,
-            runs: v.runs,
-        });
+            runs: v.runs.clone(),
+        };
+        self.total();
+        true
     }
-    Ok(Report {
-        schema_version: SCHEMA_VERSION,
-        grader: GraderInfo {
-            name: "labgrade".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        rubric: RubricInfo {
-            origin: rubric.origin.clone(),
-            title: rubric.title.clone(),
-            sha256: rubric.sha256.clone(),
-        },
-        submission: SubmissionInfo {
-            path: dir.display().to_string(),
-            sha256: submission_sha,
-        },
-        platform: PlatformInfo {
-            os: std::env::consts::OS.into(),
-            arch: std::env::consts::ARCH.into(),
-        },
-        isolation: IsolationInfo {
-            level: sandbox.level.name().into(),
-            degraded: sandbox.level == Level::Minimal,
-            notes: sandbox.notes.clone(),
-        },
-        score: checks.iter().map(|c| c.score).sum(),
-        max_score: checks.iter().map(|c| c.max_score).sum(),
-        complete,
-        error,
-        build: build_info,
-        checks,
-        hidden_checks: hidden,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
+
+    fn total(&mut self) {
+        let r = &mut self.report;
+        r.score = r.checks.iter().map(|c| c.score).sum();
+        r.max_score = r.checks.iter().map(|c| c.max_score).sum();
+        r.complete = r.error.is_none() && r.checks.iter().all(|c| c.graded);
+    }
+}
+
+/// A check not judged yet: not graded, its points in the maximum.
+fn pending(check: &crate::rubric::CheckConfig) -> CheckReport {
+    CheckReport {
+        id: check.id().to_string(),
+        name: check.name.clone(),
+        status: crate::checks::Status::Skipped,
+        graded: false,
+        score: 0.0,
+        max_score: check.points(),
+        message: "not graded yet".into(),
+        expected: None,
+        observed: None,
+        hint: None,
+        skipped_because: None,
+        hidden: check.hidden,
+        duration_ms: 0,
+        runs: Vec::new(),
+    }
 }

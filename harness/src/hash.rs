@@ -15,16 +15,21 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Hash of a directory tree: every regular file's relative path and bytes,
 /// in sorted order, so the same sources give the same hash anywhere.
-/// Build output and version-control data (`target/`, `.git/`) are
-/// left out.
+/// Names are taken as bytes (a name that is not UTF-8, as archives made on
+/// Windows have, is hashed and read as it is). Build output and
+/// version-control data (`target/`, `.git/`) are left out.
 pub fn tree_sha256(root: &Path) -> std::io::Result<String> {
     let mut files = Vec::new();
     collect(root, root, &mut files)?;
-    files.sort();
+    files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
     let mut hasher = Sha256::new();
     for rel in files {
         let bytes = std::fs::read(root.join(&rel))?;
-        hasher.update(rel.as_bytes());
+        hasher.update(rel.as_os_str().as_encoded_bytes());
         hasher.update([0]);
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);
@@ -35,7 +40,7 @@ pub fn tree_sha256(root: &Path) -> std::io::Result<String> {
 /// Directories never part of what a learner wrote.
 pub const SKIPPED_DIRS: &[&str] = &[".git", "target"];
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
@@ -46,7 +51,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()
             }
         } else if kind.is_file() {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            out.push(rel.to_string_lossy().into_owned());
+            out.push(rel.to_path_buf());
         }
     }
     Ok(())

@@ -54,16 +54,21 @@ pub fn selection(
     Ok((run, only.iter().cloned().collect()))
 }
 
-/// Runs the selected checks in rubric order.
-pub fn judge<'r>(session: &mut Session<'r>, run: &HashSet<String>) -> Vec<Judged<'r>> {
+/// Runs the selected checks in rubric order; `each` sees every verdict as
+/// it is made (for the provisional report).
+pub fn judge<'r>(
+    session: &mut Session<'r>,
+    run: &HashSet<String>,
+    each: &mut dyn FnMut(&Judged<'r>),
+) {
     let rubric = session.rubric;
     let mut done: HashMap<&str, (Status, bool)> = HashMap::new();
-    let mut judged = Vec::new();
     for check in &rubric.checks {
         if !run.contains(check.id()) {
             continue;
         }
         let started = Instant::now();
+        crate::watchdog::stall_point(check.id());
         let mut verdict = match runner::aborted() {
             Some(reason) => Verdict::error(format!("not run: {reason}")),
             None => verdict_for(session, check, &done),
@@ -81,16 +86,16 @@ pub fn judge<'r>(session: &mut Session<'r>, run: &HashSet<String>) -> Vec<Judged
         } else {
             check.points() * verdict.fraction
         };
-        judged.push(Judged {
+        let j = Judged {
             check,
             verdict,
             score,
             max_score: check.points(),
             fault,
             duration_ms: started.elapsed().as_millis() as u64,
-        });
+        };
+        each(&j);
     }
-    judged
 }
 
 /// `done`: each check run so far, with whether it was a grader fault (an

@@ -24,4 +24,6 @@ pub mod sandbox;
 pub mod secret;
 pub mod session;
 pub mod state;
+pub mod text;
 pub mod tools;
+pub mod watchdog;

@@ -32,24 +32,61 @@ pub fn lock_path(name: &str) -> PathBuf {
     PathBuf::from("/tmp").join(format!("labgrade-shm-{safe}.lock"))
 }
 
+/// How long a grading waits for another's pair to let a name go (a pair
+/// takes seconds): past it, the lock is the grader's fault to report.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Locks every name (each once, in sorted order so two graders never wait
-/// for each other in a circle), blocking until all are held.
+/// for each other in a circle), waiting until all are held.
 pub fn lock_names<'a>(names: impl IntoIterator<Item = &'a str>) -> io::Result<NameLocks> {
     let mut paths: Vec<PathBuf> = names.into_iter().map(lock_path).collect();
     paths.sort();
     paths.dedup();
+    let deadline = std::time::Instant::now() + WAIT;
     let mut files = Vec::new();
     for path in paths {
-        let file = File::options()
+        let file = open_lock(&path)?;
+        while let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            if e != rustix::io::Errno::WOULDBLOCK || std::time::Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "{} stayed locked by another grading",
+                    path.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        files.push(file);
+    }
+    Ok(NameLocks { _files: files })
+}
+
+/// The lock file, as a regular file: in a /tmp that learner code may share
+/// (the uid level) something else may have been put in its place, a link
+/// to follow or a FIFO to block on; that is removed, never followed.
+fn open_lock(path: &std::path::Path) -> io::Result<File> {
+    let open = || {
+        File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o666)
-            .open(&path)
-            .or_else(|_| File::open(&path))?;
-        flock(&file, FlockOperation::LockExclusive)?;
-        files.push(file);
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    match open() {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(f),
+        _ => {
+            std::fs::remove_file(path)?;
+            let f = open()?;
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(io::Error::other(format!(
+                    "{} is not a file",
+                    path.display()
+                )))
+            }
+        }
     }
-    Ok(NameLocks { _files: files })
 }

@@ -70,20 +70,39 @@ pub fn gradescope(root: &Path, options: Options, limit: Duration) -> (ExitCode, 
     rubric.deadline = rubric.deadline.min(limit);
     let deadline = rubric.deadline;
     crate::cli::watch_deadline(deadline);
-    let graded = catch_unwind(AssertUnwindSafe(|| {
-        grade::grade(&root.join("submission"), &rubric, &options)
-    }));
-    let code = match graded {
-        Ok(Ok(report)) => {
-            let format = Gradescope {
-                hidden_visibility: rubric.gradescope.hidden_visibility.as_str().to_string(),
-            };
-            let mut text = Vec::new();
-            match format.write(&report, &mut text) {
-                Ok(()) => write(&String::from_utf8_lossy(&text)),
-                Err(e) => fail(&format!("the report could not be written: {e}")),
+    // results.json, written by the main path, or by the watchdog if the
+    // grading is stopped while the main path is stuck.
+    let hidden_visibility = rubric.gradescope.hidden_visibility.as_str().to_string();
+    let results_file = results.join("results.json");
+    let sink: std::sync::Arc<crate::watchdog::Sink> = std::sync::Arc::new(move |report| {
+        let format = Gradescope {
+            hidden_visibility: hidden_visibility.clone(),
+        };
+        let mut text = Vec::new();
+        let written = format
+            .write(report, &mut text)
+            .and_then(|_| std::fs::write(&results_file, &text));
+        match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "labgrade gradescope: cannot write {}: {e}",
+                    results_file.display()
+                );
+                ExitCode::from(2)
             }
         }
+    });
+    let progress = crate::watchdog::Progress::new();
+    // results.json written is success to Gradescope, as on the main path.
+    progress.watch(sink.clone(), 0);
+    let graded = catch_unwind(AssertUnwindSafe(|| {
+        grade::grade(&root.join("submission"), &rubric, &options, Some(&progress))
+    }));
+    let code = match graded {
+        Ok(Ok(report)) => progress
+            .deliver(&report, sink.as_ref())
+            .unwrap_or(ExitCode::SUCCESS),
         Ok(Err(e)) => fail(&e),
         Err(_) => fail("the grader failed unexpectedly (a bug in labgrade)"),
     };

@@ -64,6 +64,8 @@ pub struct Session<'r> {
     /// labgrade itself, which carries the reference programs.
     pub labgrade: PathBuf,
     next_dir: usize,
+    /// Directories made for runs, not yet discarded.
+    made: Vec<PathBuf>,
     /// mapfile's one run.
     pub(crate) mapfile: Option<Rc<MapfileOutcome>>,
     pub(crate) no_writer: HashMap<Duration, Rc<NoWriterOutcome>>,
@@ -93,6 +95,7 @@ impl<'r> Session<'r> {
             rng: fastrand::Rng::with_seed(seed),
             labgrade: sandbox.labgrade().to_path_buf(),
             next_dir: 0,
+            made: Vec::new(),
             mapfile: None,
             no_writer: HashMap::new(),
             pairs: HashMap::new(),
@@ -144,7 +147,18 @@ impl<'r> Session<'r> {
         self.next_dir += 1;
         let dir = self.run_dir.join(format!("{:03}-{label}", self.next_dir));
         std::fs::create_dir_all(&dir).expect("create a directory in the run");
+        self.made.push(dir.clone());
         dir
+    }
+
+    /// Removes the working (and temporary) directories of the programs run
+    /// so far, once what they left has been looked at: what one run wrote
+    /// never fills the run's storage for the next.
+    pub fn discard_dirs(&mut self) {
+        for dir in self.made.drain(..) {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(format!("{}.tmp", dir.display()));
+        }
     }
 
     /// A path for a trace file inside the run.
@@ -176,6 +190,7 @@ impl<'r> Session<'r> {
             limits: run_limits(self.rubric, timeout),
             confine: Default::default(),
             memory_cgroups: Vec::new(),
+            storage: None,
         }
     }
 

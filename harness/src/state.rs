@@ -7,6 +7,63 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// A new run directory in `parent` (TMPDIR, or /dev/shm for regions),
+/// named after this process (`labgrade-run.PID-START.XXXXXX`, START its
+/// start time, so a reused pid is told apart), after removing those of
+/// graders that are gone: a grader killed outright (SIGKILL, a batch killed
+/// with its gradings) cannot clean up after itself, the next one does.
+pub fn run_dir(parent: &Path) -> std::io::Result<tempfile::TempDir> {
+    sweep_runs(parent);
+    let me = std::process::id();
+    let start = process_state(me).map_or(0, |(_, start)| start);
+    tempfile::Builder::new()
+        .prefix(&format!("{RUN_PREFIX}{me}-{start}."))
+        .tempdir_in(parent)
+}
+
+const RUN_PREFIX: &str = "labgrade-run.";
+
+/// Removes the run directories in `parent`, this user's, whose grader has
+/// ended (a zombie has ended too: its parent may be gone, and nobody reap
+/// it for a while).
+pub fn sweep_runs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, start)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_PREFIX))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|id| id.split_once('-'))
+            .and_then(|(pid, start)| Some((pid.parse::<u32>().ok()?, start.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let alive =
+            process_state(pid).is_some_and(|(state, started)| state != 'Z' && started == start);
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if !alive && ours {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A process's state letter and start time (clock ticks after boot), from
+/// /proc/PID/stat; None if there is no such process.
+fn process_state(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold anything: fields are
+    // counted after its last ')'. State is field 3, start time field 22.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
 /// The state directory, made (owner-only) if it does not exist yet.
 pub fn dir() -> std::io::Result<PathBuf> {
     let dir = if rustix::process::geteuid().is_root() {
@@ -63,4 +120,32 @@ pub fn sealed_copy_of(exe: &Path) -> std::io::Result<PathBuf> {
         }
     }
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_directories_of_ended_graders_are_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        let mine = run_dir(parent.path()).unwrap();
+        let (_, start) = process_state(std::process::id()).unwrap();
+        // A pid that is not running, and this pid with another start time
+        // (a pid reused since): both ended.
+        let gone = parent.path().join(format!("{RUN_PREFIX}4194304-1.abc"));
+        let reused = parent.path().join(format!(
+            "{RUN_PREFIX}{}-{}.abc",
+            std::process::id(),
+            start + 1
+        ));
+        let other = parent.path().join("not-a-run");
+        for dir in [&gone, &reused, &other] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        sweep_runs(parent.path());
+        assert!(mine.path().is_dir(), "a live grader's directory stays");
+        assert!(!gone.exists() && !reused.exists());
+        assert!(other.is_dir(), "what is not a run directory stays");
+    }
 }

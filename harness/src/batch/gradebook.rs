@@ -31,7 +31,7 @@ impl Row {
         Row {
             learner: entry.learner.clone(),
             status: entry.status.clone(),
-            why: entry.why.clone(),
+            why: entry.why.as_deref().map(crate::text::visible),
             total: entry.report.as_ref().map(|r| (r.score, r.max_score)),
             checks: entry
                 .report
@@ -106,6 +106,16 @@ fn status_text(row: &Row) -> String {
     }
 }
 
+/// A text cell a spreadsheet will not run: one that would start a formula
+/// (=, +, -, @, or a tab or carriage return before one) gets a leading '.
+fn cell(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    }
+}
+
 fn write_csv(rows: &BTreeMap<String, Row>, checks: &[String], path: &Path) -> std::io::Result<()> {
     let mut csv = csv::Writer::from_path(path)?;
     let mut header = vec![
@@ -118,7 +128,7 @@ fn write_csv(rows: &BTreeMap<String, Row>, checks: &[String], path: &Path) -> st
     header.push("status".into());
     csv.write_record(&header)?;
     for row in rows.values() {
-        let mut record = vec![row.learner.clone()];
+        let mut record = vec![cell(&row.learner)];
         match row.total {
             Some((score, max)) => {
                 record.push(points(score));
@@ -137,7 +147,7 @@ fn write_csv(rows: &BTreeMap<String, Row>, checks: &[String], path: &Path) -> st
             }
             None => record.extend(std::iter::repeat_n(String::new(), 3 + checks.len())),
         }
-        record.push(status_text(row));
+        record.push(cell(&status_text(row)));
         csv.write_record(&record)?;
     }
     csv.flush()

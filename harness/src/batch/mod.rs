@@ -171,7 +171,10 @@ pub fn run(opts: Options) -> ExitCode {
         rubric_sha: rubric.sha256.clone(),
         deadline: rubric.deadline + GRACE,
         opts: opts.clone(),
+        gradings: Mutex::new(Default::default()),
+        stopped: Mutex::new(None),
     });
+    watch_signals(&shared);
     let workers: Vec<_> = (0..opts.jobs.max(1))
         .map(|slot| {
             let shared = shared.clone();
@@ -184,7 +187,21 @@ pub fn run(opts: Options) -> ExitCode {
     shared.progress.finish();
     let _ = std::fs::remove_dir_all(&work);
     let rows = std::mem::take(&mut *shared.rows.lock().unwrap_or_else(|e| e.into_inner()));
-    finish(&rows, &opts.out, started)
+    let code = finish(&rows, &opts.out, started);
+    if let Some(signal) = shared
+        .stopped
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        let kept = rows.values().filter(|r| r.graded()).count();
+        eprintln!(
+            "labgrade batch: stopped by {signal}: {kept} of {total} graded and kept in {}; run the same command with --resume to grade the rest",
+            journal_path.display()
+        );
+        return ExitCode::from(1);
+    }
+    code
 }
 
 /// Writes the outputs and prints the gradebook and summary.
@@ -258,10 +275,47 @@ struct Shared {
     rubric_sha: String,
     deadline: Duration,
     opts: Options,
+    /// The `labgrade grade` processes running now.
+    gradings: Mutex<std::collections::HashSet<u32>>,
+    /// The signal that stopped the batch, if one did.
+    stopped: Mutex<Option<String>>,
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: no new grading starts, the ones running
+/// are asked to stop (each still writes its report, its unfinished checks
+/// not graded), and the batch ends as usual, with what it has journaled.
+fn watch_signals(shared: &Arc<Shared>) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    let shared = shared.clone();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            *shared.stopped.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(crate::runner::signal_name(sig));
+            for &pid in shared
+                .gradings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                crate::runner::signal_process(pid, crate::runner::SIGTERM);
+            }
+        }
+    });
 }
 
 fn worker(shared: &Shared, slot: u32) {
     loop {
+        if shared
+            .stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
         let Some(sub) = shared
             .queue
             .lock()
@@ -367,6 +421,17 @@ fn grade_one(shared: &Shared, sub: &Submission, slot: u32) -> Option<Entry> {
         }
         (None, Err(why)) | (None, Ok(why)) => entry.why = Some(why),
     }
+    if entry.report.is_none()
+        && let Some(signal) = shared
+            .stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    {
+        entry.why = Some(format!(
+            "the batch was stopped by {signal} before this grading was done; --resume grades it"
+        ));
+    }
     Some(entry)
 }
 
@@ -396,6 +461,20 @@ fn run_grader(shared: &Shared, dir: &Path, report: &Path, slot: u32) -> Result<S
         .map_err(|e| format!("grader error: cannot start labgrade grade ({e})"))?;
     let mut stderr = child.stderr.take();
     let pid = child.id();
+    shared
+        .gradings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid);
+    // Asked to stop in the moment it started: it stops too.
+    if shared
+        .stopped
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
+    {
+        crate::runner::signal_process(pid, crate::runner::SIGTERM);
+    }
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());
@@ -410,17 +489,31 @@ fn run_grader(shared: &Shared, dir: &Path, report: &Path, slot: u32) -> Result<S
                 Ok(status) => status,
                 Err(_) => {
                     crate::runner::signal_process(pid, crate::runner::SIGKILL);
+                    shared
+                        .gradings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&pid);
                     return Err("grader error: the grading did not finish".into());
                 }
             }
         }
     };
+    shared
+        .gradings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&pid);
     let mut text = String::new();
     if let Some(s) = stderr.as_mut() {
         let _ = s.take(4096).read_to_string(&mut text);
     }
+    let text = text.trim().trim_start_matches("labgrade: ");
     match status {
-        Ok(_) => Ok(text.trim().trim_start_matches("labgrade: ").to_string()),
+        Ok(_) if !text.is_empty() => Ok(text.to_string()),
+        Ok(status) => Err(format!(
+            "grader error: the grading ended ({status}) without a report"
+        )),
         Err(e) => Err(format!("grader error: {e}")),
     }
 }

@@ -45,11 +45,10 @@ pub fn discover(sources: &[PathBuf]) -> Result<BTreeMap<String, Submission>, Str
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_string)
-            else {
+            // A learner's id is the entry's name as text: any byte that is
+            // not UTF-8, any control character shown as an escape, so the
+            // id is safe in a terminal, a file name and a report.
+            let Some(name) = path.file_name().map(crate::text::name) else {
                 continue;
             };
             if name.starts_with('.') {

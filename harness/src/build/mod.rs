@@ -96,6 +96,25 @@ impl BuildResult {
             _ => None,
         }
     }
+
+    /// Moves every built program out of the build's reach: a copy in
+    /// `dest`, owned by the grader and read-only to learner code, so no run
+    /// can rewrite a program for the next (at the uid level no mount
+    /// namespace keeps the build directory from later runs).
+    pub fn fix_programs(&mut self, dest: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dest)?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
+        for (name, program) in self.programs.iter_mut() {
+            if let Program::Built(path) = program {
+                let fixed = dest.join(name);
+                std::fs::copy(&*path, &fixed)?;
+                std::fs::set_permissions(&fixed, std::fs::Permissions::from_mode(0o555))?;
+                *path = fixed;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Copies `src` into `dst`: regular files and directories only (links are
@@ -190,6 +209,7 @@ pub fn build(
             limits: BUILD_LIMITS,
             confine: Default::default(),
             memory_cgroups: Vec::new(),
+            storage: None,
         };
         let spec = sandbox.contain(plain.clone(), area, Purpose::Build);
         let finished = match runner::run(spec) {
@@ -398,6 +418,7 @@ pub fn try_tool(sandbox: &Sandbox, area: &Area, dir: &Path, tool: &str) -> ToolC
         limits: BUILD_LIMITS,
         confine: Default::default(),
         memory_cgroups: Vec::new(),
+        storage: None,
     };
     match runner::run(sandbox.contain(plain, area, Purpose::Build)) {
         Err(e) => ToolCheck::NotStarted(e),
@@ -573,6 +594,7 @@ fn vendor(
         limits: BUILD_LIMITS,
         confine: Default::default(),
         memory_cgroups: Vec::new(),
+        storage: None,
     };
     let record = runner::run(spec).ok().map(|f| f.record);
     // The build (as the learner's uid) must be able to write beside it.

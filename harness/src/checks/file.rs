@@ -18,6 +18,17 @@ pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
     let run = &out.run;
     let runs = vec![run.record.clone()];
     let timeout = session.rubric.programs.mapfile.timeout;
+    if let Some(disk) = run
+        .limits
+        .iter()
+        .find(|l| matches!(l, crate::runner::Limit::Disk { .. }))
+    {
+        return Ok(Verdict::fail("mapfile filled the grading's storage")
+            .expected("datafile.bin (1024 bytes) and little else in the working directory")
+            .observed(format!("{}; {disk}", run.ending.describe()))
+            .maybe_hint(ending_hint(run, "mapfile"))
+            .runs(runs));
+    }
     if run.ending.success() {
         return Ok(Verdict::pass(format!("exited 0 after {} ms", run.record.wall_ms)).runs(runs));
     }
@@ -77,24 +88,35 @@ pub fn contents(session: &mut Session) -> Result<Verdict, GraderError> {
         f.size,
         escaped(f.message.as_bytes())
     );
-    let (size, bytes) = match &out.file {
-        FileSeen::Missing { others } => {
-            let observed = if others.is_empty() {
-                "mapfile left its working directory empty".to_string()
-            } else {
-                format!("no {}; the directory held: {}", f.name, others.join(", "))
-            };
-            return Ok(Verdict::fail(format!("no {} after mapfile ran", f.name))
+    let (size, bytes) =
+        match &out.file {
+            FileSeen::Missing { others } => {
+                let observed = if others.is_empty() {
+                    "mapfile left its working directory empty".to_string()
+                } else {
+                    format!("no {}; the directory held: {}", f.name, others.join(", "))
+                };
+                return Ok(Verdict::fail(format!("no {} after mapfile ran", f.name))
+                    .expected(expected)
+                    .observed(observed)
+                    .hint(format!(
+                        "create {} in the working directory (O_CREAT), with this exact name",
+                        f.name
+                    ))
+                    .runs(runs));
+            }
+            FileSeen::NotAFile { what } => {
+                return Ok(Verdict::fail(format!("{} is {what}, not a file", f.name))
                 .expected(expected)
-                .observed(observed)
+                .observed(format!("{} is {what}; the grader neither follows nor reads it", f.name))
                 .hint(format!(
-                    "create {} in the working directory (O_CREAT), with this exact name",
+                    "create {} as a plain file (open with O_CREAT), map it and leave it in place",
                     f.name
                 ))
                 .runs(runs));
-        }
-        FileSeen::Present { size, bytes, .. } => (*size, bytes),
-    };
+            }
+            FileSeen::Present { size, bytes, .. } => (*size, bytes),
+        };
     if size != f.size {
         let hint = if size == 0 {
             "the file is empty: give it its size with ftruncate(fd, 1024) before mmap".to_string()
@@ -175,7 +197,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     // renamed into place, is still a read or write of it.
     let (read, data_writes) = match &out.file {
         FileSeen::Present { id, .. } => (watch::bytes_read(io, *id), watch::data_writes(io, *id)),
-        FileSeen::Missing { .. } => (0, Vec::new()),
+        FileSeen::Missing { .. } | FileSeen::NotAFile { .. } => (0, Vec::new()),
     };
     let observed = format!(
         "mmap of {name}: {}; bytes read with read(): {read}; calls writing data into it: {}",

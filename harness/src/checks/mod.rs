@@ -245,7 +245,10 @@ pub fn ending_summary(run: &Finished) -> String {
 
 /// A hint grounded in how a program ended, if the ending explains itself.
 pub fn ending_hint(run: &Finished, what: &str) -> Option<String> {
-    let hit = |limit: &str| run.record.limits_hit.iter().any(|l| l.starts_with(limit));
+    use crate::runner::Limit;
+    let memory = run.limits.contains(&Limit::Memory);
+    let output = run.limits.iter().any(|l| matches!(l, Limit::Output { .. }));
+    let disk = run.limits.iter().any(|l| matches!(l, Limit::Disk { .. }));
     match run.ending {
         Ending::Signalled(SIGBUS) if what.contains("reader") => Some(format!(
             "SIGBUS: {what} touched its mapping past the end of the region; map and read only as many bytes as the region holds (its SIZE, or fstat)"
@@ -258,13 +261,16 @@ pub fn ending_hint(run: &Finished, what: &str) -> Option<String> {
         ),
         Ending::Signalled(SIGXCPU) => Some(format!("{what} used up its CPU time limit: look for an endless loop")),
         Ending::Signalled(SIGXFSZ) => Some(format!("{what} wrote a file past the file-size limit")),
-        Ending::Signalled(SIGKILL) if hit("memory") => {
+        Ending::Signalled(SIGKILL) if memory => {
             Some(format!("{what} was killed at the memory limit: it used far more memory than the lab needs"))
         }
         Ending::TimedOut => Some(format!(
             "{what} was still running at its deadline: it must not wait for input or loop"
         )),
-        _ if hit("output") => Some(format!("{what} printed far more than the lab asks for; only the start was kept")),
+        _ if disk => Some(format!(
+            "{what} filled the grading's storage: the lab needs a few files of a few KiB in the working directory"
+        )),
+        _ if output => Some(format!("{what} printed far more than the lab asks for; only the start was kept")),
         _ => None,
     }
 }

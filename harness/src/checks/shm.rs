@@ -154,6 +154,10 @@ fn readiness_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
                 hint = Some(GONE_HINT.to_string());
             }
             let mut observed = format!("the writer ended first: {}", ending_summary(w));
+            if let Some(litter) = shm_litter(session, o, false) {
+                observed.push_str(&format!("; /dev/shm was full: {litter}"));
+                hint = Some(LITTER_HINT.into());
+            }
             if let Some(left) = &o.left_region {
                 observed.push_str(&format!(
                     "; it left {} behind ({} bytes)",
@@ -441,39 +445,60 @@ pub fn reader_interop(session: &mut Session) -> Result<Verdict, GraderError> {
     )
 }
 
+/// What learner files filled /dev/shm when a writer could not write its
+/// region, if any did: too little room was left, or (`sigbus_says_full`,
+/// for the grader's own writer, which sizes its region) it died of SIGBUS.
+fn shm_litter(session: &Session, o: &PairOutcome, sigbus_says_full: bool) -> Option<String> {
+    use crate::observe::region::Entry;
+    let learner = session.sandbox.learner_uid();
+    let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
+    let litter: Vec<&Entry> = o
+        .shm_seen
+        .iter()
+        .filter(|e| theirs(e) && e.name != o.writer_name)
+        .collect();
+    let full = o.shm_free.is_some_and(|free| free < o.plan.size.max(4096))
+        || (sigbus_says_full && o.writer.ending == Ending::Signalled(crate::runner::SIGBUS));
+    if !full || litter.is_empty() {
+        return None;
+    }
+    let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1 << 20) as f64);
+    let list: Vec<String> = litter
+        .iter()
+        .take(5)
+        .map(|e| format!("{} ({})", e.name, mib(e.allocated)))
+        .collect();
+    let more = if litter.len() > list.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    Some(format!(
+        "{} of your files there: {}{more}",
+        litter.len(),
+        list.join(", ")
+    ))
+}
+
+const LITTER_HINT: &str = "remove what your programs create in /dev/shm, and do not fill it";
+
 /// Why the reference writer could not make its region, when learner code
 /// is the cause: a name the grader had just made absent exists again (and
 /// is the learner's, or no region at all), or the file system the regions
 /// live in is full of the learner's files.
 fn reference_writer_undone_by_learner(session: &Session, o: &PairOutcome) -> Option<Verdict> {
-    use crate::observe::region::Entry;
     let learner = session.sandbox.learner_uid();
-    let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
+    let theirs = |e: &crate::observe::region::Entry| learner.is_none_or(|uid| e.uid == uid);
     let name = &o.writer_name;
-    let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1 << 20) as f64);
-    let litter: Vec<&Entry> = o
-        .shm_seen
-        .iter()
-        .filter(|e| theirs(e) && &e.name != name)
-        .collect();
-    let full = o.shm_free.is_some_and(|free| free < o.plan.size.max(4096))
-        || o.writer.ending == Ending::Signalled(crate::runner::SIGBUS);
-    let v = if full && !litter.is_empty() {
-        let list: Vec<String> = litter
-            .iter()
-            .take(5)
-            .map(|e| format!("{} ({})", e.name, mib(e.allocated)))
-            .collect();
+    let v = if let Some(litter) = shm_litter(session, o, true) {
         Verdict::fail(format!(
             "the grader's writer could not write region {name}: /dev/shm was full of files your programs left"
         ))
         .observed(format!(
-            "{} of your files there: {}; the grader's writer {}",
-            litter.len(),
-            list.join(", "),
+            "{litter}; the grader's writer {}",
             o.writer.ending.describe()
         ))
-        .hint("remove what your programs create in /dev/shm, and do not fill it")
+        .hint(LITTER_HINT)
     } else if matches!(o.writer.ending, Ending::Exited(code) if code != 0)
         && let Some(e) = o
             .shm_seen

@@ -83,6 +83,29 @@ pub fn peek(path: &Path, head_len: usize) -> io::Result<Option<Seen>> {
     }))
 }
 
+/// What a file that is not a regular one is, in words ("a symbolic link
+/// to /etc/shadow", "a FIFO"), from its metadata (never followed).
+pub fn kind_of(path: &Path, meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = std::fs::read_link(path)
+            .map(|t| crate::text::name(t.as_os_str()))
+            .unwrap_or_default();
+        format!("a symbolic link (to {target})")
+    } else if kind.is_dir() {
+        "a directory".into()
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)".into()
+    } else if kind.is_socket() {
+        "a socket".into()
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device".into()
+    } else {
+        "not a regular file".into()
+    }
+}
+
 /// Whether a region of that name exists.
 pub fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()

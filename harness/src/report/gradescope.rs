@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use serde_json::json;
 
-use super::markdown::check_details;
+use super::markdown::{check_details, inline};
 use super::{Format, Report, incomplete_because, points};
 use crate::checks::Status;
 
@@ -33,14 +33,15 @@ struct Test {
 
 impl Format for Gradescope {
     fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        let report = &report.visible();
         let mut tests: Vec<Test> = report
             .checks
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let mut output = c.message.clone();
+                let mut output = inline(&c.message);
                 if let Some(because) = &c.skipped_because {
-                    output = format!("Not run: {because}.");
+                    output = format!("Not run: {}.", inline(because));
                 }
                 if !c.graded {
                     output = format!(
@@ -124,7 +125,7 @@ fn summary(report: &Report) -> String {
         report.isolation.level
     );
     if let Some(error) = &report.error {
-        s.push_str(&format!("\n\n⚠️ Could not grade: {error}"));
+        s.push_str(&format!("\n\n⚠️ Could not grade: {}", inline(error)));
     } else if !report.complete {
         s.push_str(&format!(
             "\n\n⚠️ Incomplete, not a final grade: {}.",

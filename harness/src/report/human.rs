@@ -30,6 +30,7 @@ fn mark(check: &CheckReport) -> (&'static str, Style) {
 
 impl Format for Human {
     fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        let report = &report.visible();
         writeln!(
             out,
             "{BOLD}{}{BOLD:#} {DIM}({} {}){DIM:#}",

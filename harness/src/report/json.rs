@@ -8,7 +8,7 @@ pub struct Json;
 
 impl Format for Json {
     fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
-        serde_json::to_writer_pretty(&mut *out, report)?;
+        serde_json::to_writer_pretty(&mut *out, &report.visible())?;
         writeln!(out)
     }
 }

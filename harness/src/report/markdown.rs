@@ -18,13 +18,45 @@ fn mark(c: &CheckReport) -> &'static str {
     }
 }
 
+/// Text that may carry learner text, made inert in Markdown: HTML's
+/// specials as entities (no tag can open), Markdown's as backslash escapes
+/// (no link, image, emphasis or code span can start), one line.
+pub fn inline(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' | '\r' => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '!' | '|' | '~' | '#' | '{' | '}' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text shown as it is, in a code block it cannot close: a fence of more
+/// backticks than the longest run of them inside (Markdown renders nothing
+/// inside, HTML included), indented by `indent`.
+pub fn fenced(text: &str, indent: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    let body: Vec<String> = text.lines().map(|l| format!("{indent}{l}")).collect();
+    format!("{indent}{fence}\n{}\n{indent}{fence}", body.join("\n"))
+}
+
 /// Text safe inside a table cell.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+    inline(text)
 }
 
 impl Format for Markdown {
     fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        let report = &report.visible();
         writeln!(out, "## {}\n", report.rubric.title)?;
         let total = format!(
             "**Score: {}/{}**",
@@ -41,7 +73,7 @@ impl Format for Markdown {
             )?;
         }
         if let Some(error) = &report.error {
-            writeln!(out, "> ⚠️ Could not grade: {error}\n")?;
+            writeln!(out, "> ⚠️ Could not grade: {}\n", inline(error))?;
         }
         let iso = &report.isolation;
         let degraded = if iso.degraded { " (DEGRADED)" } else { "" };
@@ -96,35 +128,35 @@ impl Format for Markdown {
 }
 
 fn write_details(out: &mut dyn Write, c: &CheckReport) -> io::Result<()> {
-    writeln!(out, "\n### {} `{}`: {}\n", mark(c), c.id, c.message)?;
+    writeln!(
+        out,
+        "\n### {} `{}`: {}\n",
+        mark(c),
+        c.id,
+        inline(&c.message)
+    )?;
     out.write_all(check_details(c).as_bytes())
 }
 
 /// A failed check's commands, expected, observed and hint, as Markdown.
+/// Learner text (a command, an excerpt, a hint quoting a compiler) is only
+/// ever inside a code block it cannot close, or escaped.
 pub fn check_details(c: &CheckReport) -> String {
     let mut s = String::new();
     for run in &c.runs {
         s.push_str(&format!(
-            "- ran: `{}` → {}\n",
-            run.argv.join(" "),
+            "- ran: {} → {}\n",
+            inline(&run.argv.join(" ")),
             run.describe_exit()
         ));
     }
     for (label, value) in [("expected", &c.expected), ("observed", &c.observed)] {
         if let Some(text) = value {
-            s.push_str(&format!("- {label}:\n\n  ```\n{}\n  ```\n", indent(text)));
+            s.push_str(&format!("- {label}:\n\n{}\n", fenced(text, "  ")));
         }
     }
     if let Some(hint) = &c.hint {
-        s.push_str(&format!("- **hint:** {hint}\n"));
+        s.push_str(&format!("- **hint:** {}\n", inline(hint)));
     }
     s
-}
-
-fn indent(text: &str) -> String {
-    text.replace("```", "'''")
-        .lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

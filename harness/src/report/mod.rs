@@ -155,17 +155,62 @@ pub fn incomplete_because(report: &Report) -> String {
     }
     let ids: Vec<&str> = report.not_graded().map(|c| c.id.as_str()).collect();
     let lost: f64 = report.not_graded().map(|c| c.max_score).sum();
+    let first = report
+        .not_graded()
+        .next()
+        .map(|c| format!(" ({})", c.message))
+        .unwrap_or_default();
     format!(
-        "{} of {} points not graded ({}): a fault of the grader or this machine, not of the work; they count when regraded",
+        "{} of {} points not graded ({}){first}: a fault of the grader or this machine, not of the work; they count when regraded",
         points(lost),
         points(report.max_score),
         ids.join(", ")
     )
 }
 
-/// One output format.
+/// One output format. Each writes [`Report::visible`], never the raw
+/// report, then escapes for its own medium on top.
 pub trait Format {
     fn write(&self, report: &Report, out: &mut dyn Write) -> io::Result<()>;
+}
+
+impl Report {
+    /// The report with every text that may carry learner output (messages,
+    /// excerpts, commands, paths) made inert: control characters shown as
+    /// escapes (`crate::text::visible`).
+    pub fn visible(&self) -> Report {
+        let v = |s: &mut String| {
+            if !crate::text::is_plain(s) {
+                *s = crate::text::visible(s);
+            }
+        };
+        let vo = |s: &mut Option<String>| {
+            if let Some(s) = s {
+                v(s);
+            }
+        };
+        let mut r = self.clone();
+        v(&mut r.submission.path);
+        vo(&mut r.error);
+        r.isolation.notes.iter_mut().for_each(v);
+        for p in r.build.programs.values_mut() {
+            vo(&mut p.why);
+        }
+        for c in &mut r.checks {
+            v(&mut c.message);
+            vo(&mut c.expected);
+            vo(&mut c.observed);
+            vo(&mut c.hint);
+            vo(&mut c.skipped_because);
+            for run in &mut c.runs {
+                run.argv.iter_mut().for_each(v);
+                v(&mut run.stdout.excerpt);
+                v(&mut run.stderr.excerpt);
+                run.limits_hit.iter_mut().for_each(v);
+            }
+        }
+        r
+    }
 }
 
 /// Points as people write them: 10, 7.5.

@@ -47,6 +47,7 @@ pub const GRACE: Duration = Duration::from_millis(200);
 static LIVE: LazyLock<Mutex<HashSet<u32>>> = LazyLock::new(Default::default);
 /// Set when grading must stop (interrupted, or past its overall deadline).
 static ABORT: Mutex<Option<String>> = Mutex::new(None);
+static ABORTED: std::sync::Condvar = std::sync::Condvar::new();
 
 fn live() -> MutexGuard<'static, HashSet<u32>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
@@ -59,6 +60,7 @@ pub fn abort_all(reason: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get_or_insert_with(|| reason.to_string());
+    ABORTED.notify_all();
     for &pid in live().iter() {
         for p in unix::process_tree(pid) {
             unix::signal_process(p, SIGKILL);
@@ -70,6 +72,17 @@ pub fn abort_all(reason: &str) {
 /// Why grading was aborted, if it was.
 pub fn aborted() -> Option<String> {
     ABORT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Waits until grading is aborted; says why.
+pub fn wait_aborted() -> String {
+    let mut reason = ABORT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(why) = reason.clone() {
+            return why;
+        }
+        reason = ABORTED.wait(reason).unwrap_or_else(|e| e.into_inner());
+    }
 }
 
 /// What to run, and how.
@@ -93,6 +106,8 @@ pub struct Spec {
     pub confine: Confinement,
     /// Memory cgroups the process runs in, to tell a memory-limit kill.
     pub memory_cgroups: Vec<PathBuf>,
+    /// The bounded file system its files go to, to tell when it is full.
+    pub storage: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -201,7 +216,63 @@ pub struct Finished {
     pub io: Option<crate::observe::watch::IoEvents>,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// The limits it ran into (their words are in `record.limits_hit`).
+    pub limits: Vec<Limit>,
     pub record: RunRecord,
+}
+
+/// A limit a run ran into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// More output on a stream than is kept.
+    Output {
+        stream: &'static str,
+        total: u64,
+        kept: u64,
+    },
+    /// Its CPU time (SIGXCPU).
+    Cpu { secs: u64 },
+    /// The largest file it may write (SIGXFSZ).
+    FileSize { bytes: u64 },
+    /// The grading's storage, all but used up.
+    Disk {
+        used_mib: u64,
+        size_mib: u64,
+        inodes: bool,
+    },
+    /// Killed by the kernel at its memory cgroup's limit.
+    Memory,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Output {
+                stream,
+                total,
+                kept,
+            } => {
+                write!(f, "output: {total} bytes on {stream}, first {kept} kept")
+            }
+            Limit::Cpu { secs } => write!(f, "cpu: {secs} s of CPU time"),
+            Limit::FileSize { bytes } => write!(f, "file size: {bytes} bytes"),
+            Limit::Disk {
+                inodes: true,
+                size_mib,
+                ..
+            } => write!(
+                f,
+                "disk: no file could be added to the grading's {size_mib} MiB of storage (too many files)"
+            ),
+            Limit::Disk {
+                used_mib, size_mib, ..
+            } => write!(
+                f,
+                "disk: {used_mib} MiB of the grading's {size_mib} MiB of storage used"
+            ),
+            Limit::Memory => write!(f, "memory: killed at the memory limit"),
+        }
+    }
 }
 
 /// A process that is running (or has just ended).
@@ -521,6 +592,7 @@ impl Running {
         let ended = self.ended.unwrap_or_else(Instant::now);
         let stdout = self.stdout.snapshot();
         let stderr = self.stderr.snapshot();
+        let limits = limits_hit(&self.spec, raw, &stdout, &stderr);
         let record = RunRecord {
             role: self.spec.role.clone(),
             argv: self.spec.shown.clone(),
@@ -538,7 +610,7 @@ impl Running {
             wall_ms: ended.duration_since(self.started).as_millis() as u64,
             peak_rss_kib: raw.and_then(|e| e.peak_rss_kib),
             left_behind: left.len() as u32 + escaped + in_sandbox,
-            limits_hit: limits_hit(&self.spec, raw, &stdout, &stderr),
+            limits_hit: limits.iter().map(Limit::to_string).collect(),
         };
         Finished {
             ending,
@@ -546,6 +618,7 @@ impl Running {
             io,
             stdout,
             stderr,
+            limits,
             record,
         }
     }
@@ -612,23 +685,45 @@ fn limits_hit(
     raw: Option<unix::RawExit>,
     stdout: &Captured,
     stderr: &Captured,
-) -> Vec<String> {
+) -> Vec<Limit> {
     let mut hit = Vec::new();
     for (name, stream) in [("stdout", stdout), ("stderr", stderr)] {
         if stream.total > OUTPUT_LIMIT as u64 {
-            hit.push(format!(
-                "output: {} bytes on {name}, first {} kept",
-                stream.total, OUTPUT_LIMIT
-            ));
+            hit.push(Limit::Output {
+                stream: name,
+                total: stream.total,
+                kept: OUTPUT_LIMIT as u64,
+            });
         }
     }
     match raw.and_then(|e| e.signal) {
-        Some(SIGXCPU) => hit.push(format!("cpu: {} s of CPU time", spec.limits.cpu_secs)),
-        Some(SIGXFSZ) => hit.push(format!("file size: {} bytes", spec.limits.file_bytes)),
+        Some(SIGXCPU) => hit.push(Limit::Cpu {
+            secs: spec.limits.cpu_secs,
+        }),
+        Some(SIGXFSZ) => hit.push(Limit::FileSize {
+            bytes: spec.limits.file_bytes,
+        }),
         _ => {}
     }
+    if let Some(storage) = &spec.storage
+        && let Ok(st) = rustix::fs::statvfs(storage)
+    {
+        // Nearly full counts: a write that failed for want of room was
+        // undone (a fallocate is all or nothing), so a full storage need
+        // not look full afterwards. The lab itself needs a few MiB.
+        let size = st.f_blocks * st.f_frsize;
+        let free = st.f_bavail * st.f_frsize;
+        let no_inodes = st.f_files > 0 && st.f_favail == 0;
+        if no_inodes || free < size / 8 {
+            hit.push(Limit::Disk {
+                used_mib: (size - free) >> 20,
+                size_mib: size >> 20,
+                inodes: no_inodes,
+            });
+        }
+    }
     if spec.memory_cgroups.iter().any(|dir| oom_killed(dir)) {
-        hit.push("memory: killed at the memory limit".to_string());
+        hit.push(Limit::Memory);
     }
     hit
 }

@@ -35,9 +35,18 @@ pub struct Confinement {
     pub address_space: Option<u64>,
     /// Open `cgroup.procs` files to join (writing "0" moves the writer).
     pub cgroups: Vec<Arc<File>>,
+    /// Hand them to the sandbox's init as fds 4, 5... instead, for it to
+    /// put only the learner's program in them: the grader's own processes
+    /// (the init, strace, bubblewrap) stay out of the learner's limits, and
+    /// what the program leaves charged there (its files in a tmpfs) can
+    /// never starve them.
+    pub cgroups_via_init: bool,
     /// Hand the child a pipe as fd 3, for the sandbox's init to report on.
     pub status_pipe: bool,
 }
+
+/// At most this many cgroups are joined (one per controller).
+const MAX_CGROUPS: usize = 4;
 
 /// Puts the child in a process group of its own (so it and everything it
 /// starts can be signalled together), in its cgroups, with limits, no core
@@ -45,16 +54,51 @@ pub struct Confinement {
 pub fn prepare(cmd: &mut Command, limits: Limits, confine: &Confinement, status_fd: Option<RawFd>) {
     cmd.process_group(0);
     let cgroups: Vec<RawFd> = confine.cgroups.iter().map(|f| f.as_raw_fd()).collect();
+    let via_init = confine.cgroups_via_init && status_fd.is_some();
+    assert!(
+        cgroups.len() <= MAX_CGROUPS,
+        "more cgroups than a process joins"
+    );
     let confine = confine.clone();
     // SAFETY: the closure only makes async-signal-safe system calls; it
     // does not allocate or take locks (`cgroups` was collected before fork).
     unsafe {
         cmd.pre_exec(move || {
-            for &fd in &cgroups {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            if !via_init {
+                for &fd in &cgroups {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+            // The status pipe as 3 and the init's cgroups as 4, 5...: every
+            // source is first copied to a free fd above the targets (so no
+            // source is overwritten before it is placed), and all of it
+            // before RLIMIT_NOFILE is lowered.
+            let above = 4 + MAX_CGROUPS as RawFd;
+            let mut sources = [-1 as RawFd; 1 + MAX_CGROUPS];
+            let mut count = 0;
+            if let Some(fd) = status_fd {
+                sources[0] = fd;
+                count = 1;
+                if via_init {
+                    sources[1..=cgroups.len()].copy_from_slice(&cgroups);
+                    count += cgroups.len();
+                }
+            }
+            for source in sources.iter_mut().take(count) {
+                *source = libc::fcntl(*source, libc::F_DUPFD, above);
+                if *source == -1 {
                     return Err(io::Error::last_os_error());
                 }
             }
+            for (target, &source) in (3..).zip(sources.iter().take(count)) {
+                if libc::dup2(source, target) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(source);
+            }
+            let next = 3 + count as RawFd;
             let set = |resource, soft: u64, hard: u64| {
                 setrlimit(
                     resource,
@@ -74,13 +118,16 @@ pub fn prepare(cmd: &mut Command, limits: Limits, confine: &Confinement, status_
             if let Some(bytes) = confine.address_space {
                 set(Resource::As, bytes, bytes)?;
             }
-            if let Some(fd) = status_fd {
-                if fd == 3 {
-                    if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, 3) == -1 {
-                    return Err(io::Error::last_os_error());
+            // Nothing but stdin, stdout, stderr and the status pipe goes on:
+            // descriptors whoever started the grader left open (a CI
+            // runner's, a shell's) would be a way out of the run.
+            // Close-on-exec rather than closed: the pipe std reports a failed
+            // exec on must work until the exec itself.
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+            let first = next as libc::c_uint;
+            if libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                for fd in first..65536 {
+                    libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }
             }
             if let Some((uid, gid)) = confine.uid

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::Budget;
-
 /// Where labgrade's cgroups go.
 #[derive(Debug, Clone)]
 pub enum Cgroups {
@@ -66,7 +64,7 @@ impl Cgroups {
     }
 
     /// A fresh cgroup (or pair) for one process, with the budget's limits.
-    pub fn create(&self, budget: Budget) -> std::io::Result<Group> {
+    pub fn create(&self, memory_bytes: u64, processes: u64) -> std::io::Result<Group> {
         let name = format!(
             "{}-{}",
             std::process::id(),
@@ -76,9 +74,9 @@ impl Cgroups {
             Cgroups::V2 { parent } => {
                 let dir = parent.join(name);
                 std::fs::create_dir(&dir)?;
-                write(&dir.join("memory.max"), budget.memory_bytes)?;
+                write(&dir.join("memory.max"), memory_bytes)?;
                 write(&dir.join("memory.swap.max"), 0).ok();
-                write(&dir.join("pids.max"), budget.processes)?;
+                write(&dir.join("pids.max"), processes)?;
                 Ok(Group {
                     procs: vec![Arc::new(
                         File::options().write(true).open(dir.join("cgroup.procs"))?,
@@ -91,8 +89,8 @@ impl Cgroups {
                 let pid = pids.join(&name);
                 std::fs::create_dir(&mem)?;
                 std::fs::create_dir(&pid)?;
-                write(&mem.join("memory.limit_in_bytes"), budget.memory_bytes)?;
-                write(&pid.join("pids.max"), budget.processes)?;
+                write(&mem.join("memory.limit_in_bytes"), memory_bytes)?;
+                write(&pid.join("pids.max"), processes)?;
                 Ok(Group {
                     procs: vec![
                         Arc::new(File::options().write(true).open(mem.join("cgroup.procs"))?),

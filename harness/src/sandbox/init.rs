@@ -51,15 +51,19 @@ pub struct InitOptions<'a> {
     pub sweep: bool,
     /// Watch its reads and writes.
     pub watch: bool,
+    /// cgroup.procs files to put the program (and only it) in.
+    pub cgroup_fds: Vec<i32>,
 }
 
 /// Runs `argv` as described above.
 pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
-    // The program must not inherit the status pipe (it could forge it).
-    if let Some(fd) = opts.status_fd {
+    // The program must not inherit the status pipe (it could forge it), nor
+    // the cgroups' files.
+    for &fd in opts.status_fd.iter().chain(&opts.cgroup_fds) {
         // SAFETY: marking our own descriptor close-on-exec.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    let cgroup_fds = opts.cgroup_fds.clone();
     let report = |status: &InitStatus| {
         if let Some(fd) = opts.status_fd {
             // SAFETY: fd was handed to us for exactly this; written once.
@@ -110,6 +114,12 @@ pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
     // message were built before the fork).
     unsafe {
         cmd.pre_exec(move || {
+            // Into the learner's limits: the program, and what it starts.
+            for &fd in &cgroup_fds {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if let Some((uid, gid)) = ids
                 && (libc::setgid(gid) == -1 || libc::setuid(uid) == -1)
             {

@@ -52,18 +52,27 @@ pub const UID_BASE: u32 = 64000;
 /// Limits every learner process gets, whatever the level.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
-    /// Memory per process (a cgroup's limit, or RLIMIT_AS without one).
+    /// Memory per learner process (a cgroup's limit, or RLIMIT_AS without
+    /// one). It counts the files the process writes to the run's storage
+    /// (a tmpfs): one process is bounded by this before it can fill that.
     pub memory_bytes: u64,
+    /// The same for a build (compilers need more).
+    pub build_memory_bytes: u64,
     /// Processes per process tree (a pids cgroup, or RLIMIT_NPROC).
     pub processes: u64,
     /// The size of this grading's shm directory, where it is a tmpfs.
     pub shm_bytes: u64,
+    /// The storage of the whole run (the submission's copy, its build,
+    /// every working and temporary directory), where it is a tmpfs.
+    pub disk_bytes: u64,
 }
 
 pub const BUDGET: Budget = Budget {
-    memory_bytes: 1 << 30,
+    memory_bytes: 3 << 29,
+    build_memory_bytes: 2 << 30,
     processes: 64,
     shm_bytes: 512 << 20,
+    disk_bytes: 1 << 30,
 };
 
 /// Where the sandbox puts things, inside it.
@@ -128,6 +137,8 @@ pub struct Area {
     ref_token_file: PathBuf,
     /// What of `shm_dir` goes when the grading ends.
     cleanup_shm: ShmCleanup,
+    /// The run's bounded storage (a tmpfs over `dir`), where there is one.
+    storage: Option<PathBuf>,
 }
 
 impl Area {
@@ -150,14 +161,18 @@ enum ShmCleanup {
 
 impl Drop for Area {
     fn drop(&mut self) {
+        let unmount = |dir: &Path| {
+            let _ = rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH);
+        };
         match &self.cleanup_shm {
             ShmCleanup::Nothing => {}
             ShmCleanup::Remove(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            ShmCleanup::Unmount(dir) => {
-                let _ = rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH);
-            }
+            ShmCleanup::Unmount(dir) => unmount(dir),
+        }
+        if let Some(dir) = &self.storage {
+            unmount(dir);
         }
     }
 }
@@ -348,6 +363,30 @@ impl Sandbox {
 
     /// Sets up one grading's area in `dir`.
     pub fn area(&self, dir: &Path, private_mounts: bool) -> std::io::Result<Area> {
+        // Without namespaces learner code sees the run where it is: every
+        // directory above it must let others pass.
+        if self.level != Level::Full
+            && let Some((uid, _)) = self.uid
+            && let Some(blocked) = dir.parent().and_then(impassable_to_others)
+        {
+            return Err(std::io::Error::other(format!(
+                "learner code (uid {uid}) cannot reach {}: {} does not let other users pass; use a TMPDIR it can (such as /tmp), or chmod o+x {}",
+                dir.display(),
+                blocked.display(),
+                blocked.display()
+            )));
+        }
+        // As root in a mount namespace of the grader's own, the whole run
+        // lives on a tmpfs of its own size: what learner code writes (its
+        // working, build and, at the full level, temporary files) is
+        // bounded, and goes with the grading. Elsewhere only each file is
+        // (RLIMIT_FSIZE).
+        let storage = if self.level != Level::Minimal && private_mounts {
+            mount_tmpfs(dir, BUDGET.disk_bytes, 0o755)?;
+            Some(dir.to_path_buf())
+        } else {
+            None
+        };
         let grader_dir = dir.join(".grader");
         crate::state::owner_only_dir(&grader_dir)?;
         let ref_token = random_token()?;
@@ -367,13 +406,10 @@ impl Sandbox {
                 let (shm_dir, cleanup_shm) = if private_mounts {
                     let shm = dir.join("shm");
                     std::fs::create_dir_all(&shm)?;
-                    mount_tmpfs(&shm, BUDGET.shm_bytes)?;
+                    mount_tmpfs(&shm, BUDGET.shm_bytes, 0o700)?;
                     (shm.clone(), ShmCleanup::Unmount(shm))
                 } else {
-                    let shm = tempfile::Builder::new()
-                        .prefix("labgrade-")
-                        .tempdir_in(SYSTEM_SHM_DIR)?
-                        .keep();
+                    let shm = crate::state::run_dir(Path::new(SYSTEM_SHM_DIR))?.keep();
                     (shm.clone(), ShmCleanup::Remove(shm))
                 };
                 Area {
@@ -383,6 +419,7 @@ impl Sandbox {
                     ref_token,
                     ref_token_file,
                     cleanup_shm,
+                    storage,
                 }
             }
             Level::Uid | Level::Minimal => {
@@ -394,6 +431,7 @@ impl Sandbox {
                     ref_token,
                     ref_token_file,
                     cleanup_shm: ShmCleanup::Nothing,
+                    storage,
                 }
             }
         };
@@ -448,20 +486,25 @@ impl Sandbox {
     /// learner uid, in cgroups, with limits.
     pub fn contain(&self, mut spec: Spec, area: &Area, purpose: Purpose) -> Spec {
         let mut confine = Confinement::default();
+        let memory = match purpose {
+            Purpose::Build => BUDGET.build_memory_bytes,
+            Purpose::Run | Purpose::Reference => BUDGET.memory_bytes,
+        };
         match &self.cgroups {
-            Some(cg) => match cg.create(BUDGET) {
+            Some(cg) => match cg.create(memory, BUDGET.processes) {
                 Ok(group) => {
                     confine.cgroups = group.procs;
                     spec.memory_cgroups = group.memory_dirs;
                 }
-                Err(_) => confine.address_space = Some(4 * BUDGET.memory_bytes),
+                Err(_) => confine.address_space = Some(4 * memory),
             },
-            None => confine.address_space = Some(4 * BUDGET.memory_bytes),
+            None => confine.address_space = Some(4 * memory),
         }
         if self.uid.is_some() {
             confine.processes = Some(BUDGET.processes);
         }
         let _ = self.give(&spec.dir);
+        spec.storage = area.storage.clone();
         if purpose == Purpose::Reference && self.level != Level::Full {
             // Run as the grader, straight: no uid to drop to, nothing to
             // hide the token file from but what its mode does.
@@ -478,19 +521,20 @@ impl Sandbox {
                 // The init stays the grader's and runs the program as its
                 // child, as the learner uid; a tracer around it stays
                 // privileged too.
-                let mut args = self.init_args(purpose, false);
+                let mut args = self.init_args(purpose, false, confine.cgroups.len());
                 args.push(spec.program.display().to_string());
                 args.append(&mut spec.args);
                 spec.program = self.labgrade.clone();
                 spec.args = args;
             }
-            Level::Full => spec = self.bwrapped(spec, area, purpose),
+            Level::Full => spec = self.bwrapped(spec, area, purpose, confine.cgroups.len()),
         }
+        confine.cgroups_via_init = true;
         spec.confine = confine;
         spec
     }
 
-    fn bwrapped(&self, mut spec: Spec, area: &Area, purpose: Purpose) -> Spec {
+    fn bwrapped(&self, mut spec: Spec, area: &Area, purpose: Purpose, cgroups: usize) -> Spec {
         let bwrap = self.bwrap.clone().expect("the full level has bwrap");
         let mut a: Vec<String> = self
             .bwrap_namespaces(false)
@@ -506,9 +550,17 @@ impl Sandbox {
         for exe in self.grader_binaries() {
             arg(&["--ro-bind", "/dev/null", &exe.display().to_string()]);
         }
-        arg(&[
-            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
-        ]);
+        arg(&["--proc", "/proc", "--dev", "/dev"]);
+        // Its /tmp: a directory of the run's bounded storage where there is
+        // one, else a tmpfs of that size.
+        let tmp = PathBuf::from(format!("{}.tmp", spec.dir.display()));
+        if area.storage.is_some() && std::fs::create_dir_all(&tmp).is_ok() {
+            let _ = self.give(&tmp);
+            arg(&["--bind", &tmp.display().to_string(), "/tmp"]);
+        } else {
+            let size = BUDGET.disk_bytes.to_string();
+            arg(&["--perms", "1777", "--size", &size, "--tmpfs", "/tmp"]);
+        }
         // Directories bwrap makes on its own for a bind's parents copy the
         // host's modes (often 0700): make these ones explicitly.
         arg(&["--perms", "0755", "--dir", SANDBOX_ROOT]);
@@ -578,7 +630,7 @@ impl Sandbox {
         // reference peer as the grader), then counts and kills what it
         // left behind in the sandbox.
         arg(&["--", &init]);
-        a.extend(self.init_args(purpose, true));
+        a.extend(self.init_args(purpose, true, cgroups));
         a.push(program);
         a.append(&mut spec.args);
         spec.program = bwrap;
@@ -590,8 +642,12 @@ impl Sandbox {
     /// `sandbox-init` and its options, up to and including `--`: as the
     /// learner's uid unless a reference peer; a learner's program watched;
     /// with `sweep`, inside a PID namespace of its own.
-    fn init_args(&self, purpose: Purpose, sweep: bool) -> Vec<String> {
+    fn init_args(&self, purpose: Purpose, sweep: bool, cgroups: usize) -> Vec<String> {
         let mut args = vec!["sandbox-init".to_string(), "--status-fd".into(), "3".into()];
+        // The learner's cgroups, handed over as fds 4, 5... (runner::unix).
+        for i in 0..cgroups {
+            args.extend(["--cgroup-fd".to_string(), (4 + i).to_string()]);
+        }
         if sweep {
             args.push("--sweep".into());
         }
@@ -681,19 +737,29 @@ impl ToolchainProblem {
 /// other than its owner and group cannot pass, as an unprivileged uid that
 /// owns nothing would meet it; None when every one can be passed.
 pub fn unreadable_by_others(path: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     // Directories on the way need only be passed (x); the toolchain itself
     // is listed and read too (r and x).
-    let mut chain: Vec<(&Path, u32)> = path.ancestors().skip(1).map(|a| (a, 0o001)).collect();
+    path.parent()
+        .and_then(impassable_to_others)
+        .or_else(|| (!others_may(path, 0o005)).then(|| path.to_path_buf()))
+}
+
+/// The first of `dir` and the directories above it that other users may
+/// not pass through (no o+x), from the root down.
+fn impassable_to_others(dir: &Path) -> Option<PathBuf> {
+    let mut chain: Vec<&Path> = dir.ancestors().collect();
     chain.reverse();
-    chain.push((path, 0o005));
     chain
         .into_iter()
-        .find(|(a, need)| {
-            !a.metadata()
-                .is_ok_and(|m| m.permissions().mode() & need == *need)
-        })
-        .map(|(a, _)| a.to_path_buf())
+        .find(|a| !others_may(a, 0o001))
+        .map(Path::to_path_buf)
+}
+
+/// Whether other users have the permission bits `need` on `path`.
+fn others_may(path: &Path, need: u32) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.permissions().mode() & need == need)
 }
 
 /// Removes the entries of `dir` that `uid` owns (links not followed).
@@ -755,9 +821,13 @@ fn rust_sysroot() -> Option<PathBuf> {
         .filter(|p| p.join("bin/cargo").is_file())
 }
 
-fn mount_tmpfs(dir: &Path, bytes: u64) -> std::io::Result<()> {
+fn mount_tmpfs(dir: &Path, bytes: u64, mode: u32) -> std::io::Result<()> {
     use rustix::mount::{MountFlags, mount};
-    let options = std::ffi::CString::new(format!("size={bytes},mode=0700")).expect("no NUL");
+    // Files too are bounded: one inode per 16 KiB of room (65536 for 1 GiB),
+    // far more than the lab makes, and no longer the machine's RAM's worth.
+    let inodes = (bytes >> 14).max(1024);
+    let options = std::ffi::CString::new(format!("size={bytes},nr_inodes={inodes},mode={mode:o}"))
+        .expect("no NUL");
     mount(
         "tmpfs",
         dir,
