@@ -7,10 +7,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use mmap_lab_kit::suite::{GRADING, Suite};
-use mmap_lab_kit::{fixture, labgrade};
+use mmap_lab_kit::{fixture, labgrade, wait_until};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -39,6 +38,16 @@ fn main() -> ExitCode {
             "a_batch_killed_midway_resumes_to_the_same_gradebook",
             GRADING,
             a_batch_killed_midway_resumes_to_the_same_gradebook,
+        )
+        .test(
+            "a_batch_asked_to_stop_stops_its_gradings_and_keeps_what_was_done",
+            GRADING,
+            a_batch_asked_to_stop_stops_its_gradings_and_keeps_what_was_done,
+        )
+        .test(
+            "learner_names_are_escaped_in_every_output",
+            GRADING,
+            learner_names_are_escaped_in_every_output,
         )
         .run()
 }
@@ -128,13 +137,19 @@ fn class(root: &Path) -> PathBuf {
 /// again afterwards.
 fn batch(args: &[&str]) -> (i32, String, String) {
     let tmp = tempfile::tempdir().unwrap();
+    batch_in(tmp.path(), args)
+}
+
+/// Runs `labgrade batch` with `tmp` as its TMPDIR, which must be empty
+/// afterwards (whatever an earlier, killed batch left there included).
+fn batch_in(tmp: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(labgrade())
         .arg("batch")
         .args(args)
-        .env("TMPDIR", tmp.path())
+        .env("TMPDIR", tmp)
         .output()
         .unwrap();
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
     assert!(left.is_empty(), "the batch left {left:?} in its TMPDIR");
     (
         out.status.code().unwrap_or(-1),
@@ -409,8 +424,10 @@ fn a_batch_killed_midway_resumes_to_the_same_gradebook() {
     // The same batch, killed with SIGKILL (its whole process group) as soon
     // as its first result (ada's) is in the journal.
     let out = tmp.path().join("killed");
+    let killed_tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(labgrade());
     child
+        .env("TMPDIR", killed_tmp.path())
         .arg("batch")
         .arg(&class)
         .args([
@@ -426,32 +443,31 @@ fn a_batch_killed_midway_resumes_to_the_same_gradebook() {
     std::os::unix::process::CommandExt::process_group(&mut child, 0);
     let mut child = child.spawn().unwrap();
     let journal = out.join("journal.jsonl");
-    let start = Instant::now();
-    while std::fs::read_to_string(&journal)
-        .map(|j| j.lines().count())
-        .unwrap_or(0)
-        < 1
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no result was journaled"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_journal(&journal, 1);
+    wait_for_entry(killed_tmp.path());
     // SAFETY: killing the process group we created.
     unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     let done = read(&journal).lines().count();
     assert_eq!(done, 1, "the batch was killed while grading ben");
+    assert!(
+        std::fs::read_dir(killed_tmp.path()).unwrap().count() > 0,
+        "a grading killed with SIGKILL leaves its working directory"
+    );
+    wait_for_graders_to_end(killed_tmp.path());
 
-    let (code, stdout, _) = batch(&[
-        class.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--rubric",
-        rubric.to_str().unwrap(),
-        "--resume",
-    ]);
+    // Resumed with the same TMPDIR: the dead gradings' directories are swept.
+    let (code, stdout, _) = batch_in(
+        killed_tmp.path(),
+        &[
+            class.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rubric",
+            rubric.to_str().unwrap(),
+            "--resume",
+        ],
+    );
     assert_eq!(code, 0, "{stdout}");
     assert!(
         !out.join(".work").exists(),
@@ -481,4 +497,177 @@ fn a_batch_killed_midway_resumes_to_the_same_gradebook() {
     let lines: Vec<String> = read(&journal).lines().map(String::from).collect();
     assert_eq!(lines.len(), 8);
     assert!(lines[7].contains("\"learner\":\"ada\""));
+}
+
+/// Waits until `journal` holds `lines` results.
+fn wait_for_journal(journal: &Path, lines: usize) {
+    wait_until(120, "a result in the journal", || {
+        std::fs::read_to_string(journal).map_or(0, |j| j.lines().count()) >= lines
+    });
+}
+
+/// Waits until the graders whose run directories are in `dir` have ended
+/// (are gone, or zombies nobody has reaped yet), as a SIGKILL makes them.
+fn wait_for_graders_to_end(dir: &Path) {
+    let pids: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().ok()?;
+            let id = name.strip_prefix("labgrade-run.")?;
+            Some(id.split(['-', '.']).next()?.to_string())
+        })
+        .collect();
+    for pid in pids {
+        wait_until(60, &format!("grader {pid} to end"), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                let state = stat.rsplit_once(')').unwrap().1.trim_start();
+                state.starts_with('Z')
+            })
+        });
+    }
+}
+
+/// Waits until something is in `dir` (a grading's working directory).
+fn wait_for_entry(dir: &Path) {
+    wait_until(
+        120,
+        &format!("a grading to start in {}", dir.display()),
+        || std::fs::read_dir(dir).unwrap().next().is_some(),
+    );
+}
+
+fn a_batch_asked_to_stop_stops_its_gradings_and_keeps_what_was_done() {
+    // SIGTERM (a CI job cancelled, a terminal closed) while ben is graded:
+    // ben's grading is stopped too, nothing is left in TMPDIR, ada's result
+    // is kept, and --resume grades the rest.
+    let tmp = tempfile::tempdir().unwrap();
+    let class = tmp.path().join("class");
+    copy_tree(&fixture("c-sample-port"), &class.join("ada"));
+    copy_tree(&fixture("c-reader-waits-forever"), &class.join("ben"));
+    let rubric = quick_rubric(tmp.path());
+    let out = tmp.path().join("out");
+    let own_tmp = tempfile::tempdir().unwrap();
+    let args = [
+        class.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rubric",
+        rubric.to_str().unwrap(),
+        "--jobs",
+        "1",
+    ];
+    let child = Command::new(labgrade())
+        .env("TMPDIR", own_tmp.path())
+        .arg("batch")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = out.join("journal.jsonl");
+    wait_for_journal(&journal, 1);
+    wait_for_entry(own_tmp.path());
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(own_tmp.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the stopped batch left {left:?} in its TMPDIR"
+    );
+    let book = read(&out.join("gradebook.csv"));
+    assert!(
+        book.contains("\nada,50,50,"),
+        "ada's result is kept: {book}"
+    );
+    assert!(
+        book.lines()
+            .any(|l| l.starts_with("ben,") && l.contains("SIGTERM") && !l.ends_with(",graded")),
+        "ben is given no grade, and why: {book}"
+    );
+
+    let mut resumed = args.to_vec();
+    resumed.push("--resume");
+    let (code, stdout, stderr) = batch_in(own_tmp.path(), &resumed);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let book = read(&out.join("gradebook.csv"));
+    assert!(
+        book.lines()
+            .any(|l| l.starts_with("ben,") && l.ends_with(",graded")),
+        "{book}"
+    );
+}
+
+fn learner_names_are_escaped_in_every_output() {
+    use std::os::unix::ffi::OsStrExt;
+    // Names as a class download may have them: a spreadsheet formula, a
+    // terminal escape, a newline, bytes that are not UTF-8.
+    let tmp = tempfile::tempdir().unwrap();
+    let class = tmp.path().join("class");
+    let names: [&[u8]; 5] = [
+        b"=HYPERLINK(\"evil.example\",\"x\")",
+        b"+plus",
+        b"esc\x1b[31mred",
+        b"new\nline",
+        b"caf\xe9",
+    ];
+    for name in names {
+        copy_tree(
+            &fixture("c-sample-port"),
+            &class.join(std::ffi::OsStr::from_bytes(name)),
+        );
+    }
+    let rubric = tmp.path().join("build-only.toml");
+    std::fs::write(
+        &rubric,
+        "version = 1\n[[check]]\nid = \"build\"\nname = \"All three programs build\"\npoints = 10\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (code, stdout, stderr) = batch(&[
+        class.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rubric",
+        rubric.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for text in [&stdout, &stderr, &read(&out.join("summary.md"))] {
+        assert!(!text.contains('\u{1b}'), "a raw escape: {text}");
+    }
+    let book = read(&out.join("gradebook.csv"));
+    let learners: Vec<String> = csv::Reader::from_reader(book.as_bytes())
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    assert_eq!(
+        learners,
+        [
+            "'+plus",
+            "'=HYPERLINK(\"evil.example\",\"x\")",
+            "caf\\xe9",
+            "esc\\x1b[31mred",
+            "new\\x0aline",
+        ],
+        "no cell starts a formula; every name on one line, as text"
+    );
+    let mut feedback: Vec<String> = std::fs::read_dir(out.join("feedback"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    feedback.sort();
+    assert_eq!(
+        feedback,
+        [
+            "+plus.md",
+            "=HYPERLINK(\"evil.example\",\"x\").md",
+            "caf\\xe9.md",
+            "esc\\x1b[31mred.md",
+            "new\\x0aline.md",
+        ]
+    );
 }

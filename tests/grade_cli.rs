@@ -109,6 +109,21 @@ fn main() -> ExitCode {
             GRADING,
             past_the_overall_deadline_the_rest_is_not_run_and_a_report_is_still_written,
         )
+        .test(
+            "a_grading_stuck_past_its_deadline_still_writes_every_report",
+            GRADING,
+            a_grading_stuck_past_its_deadline_still_writes_every_report,
+        )
+        .test(
+            "a_rubric_cannot_point_the_build_outside_the_submission",
+            &[],
+            a_rubric_cannot_point_the_build_outside_the_submission,
+        )
+        .test(
+            "file_names_that_are_not_utf8_are_graded_and_shown_escaped",
+            GRADING,
+            file_names_that_are_not_utf8_are_graded_and_shown_escaped,
+        )
         .run()
 }
 
@@ -525,7 +540,7 @@ fn past_the_overall_deadline_the_rest_is_not_run_and_a_report_is_still_written()
     let rubric = rubric_with(
         dir.path(),
         "binary = \"mapfile\"\nargs = []\ntimeout = \"5s\"",
-        "binary = \"mapfile\"\nargs = []\ntimeout = \"10min\"",
+        "binary = \"mapfile\"\nargs = []\ntimeout = \"5min\"",
     );
     let text = std::fs::read_to_string(&rubric)
         .unwrap()
@@ -576,4 +591,128 @@ fn a_deadline_shorter_than_the_rubrics_own_timeouts_is_a_bad_rubric() {
                 ))
                 .and(predicate::str::contains("the build 3m")),
         );
+}
+
+fn a_grading_stuck_past_its_deadline_still_writes_every_report() {
+    // The grader's own main path hangs before shm.handoff (a test hook, set
+    // in the grader's environment, which learner code cannot reach). At the
+    // deadline the watchdog writes the report as it stood: what was judged
+    // stands, the rest is not graded, and the command ends.
+    let out = tempfile::tempdir().unwrap();
+    let junit = out.path().join("junit.xml");
+    let assert = labgrade_cmd()
+        .env("LABGRADE_TEST_STALL_BEFORE", "shm.handoff")
+        .arg("grade")
+        .arg(fixture("c-sample-port"))
+        .args(["--format", "json", "--deadline", "20s", "--junit"])
+        .arg(&junit)
+        .timeout(std::time::Duration::from_secs(300))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "its report was written as it stood",
+        ));
+    let r: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(r["complete"], false);
+    let checks = r["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 14, "every check is in the report");
+    let at = checks
+        .iter()
+        .position(|c| c["id"] == "shm.handoff")
+        .unwrap();
+    for check in &checks[at..] {
+        assert_eq!(check["status"], "error", "{check}");
+        assert_eq!(check["graded"], false, "{check}");
+        assert!(
+            check["message"].as_str().unwrap().starts_with("not run"),
+            "{check}"
+        );
+    }
+    assert!(
+        checks[..at]
+            .iter()
+            .all(|c| c["message"] != "not graded yet"),
+        "what was judged before is kept as judged"
+    );
+    assert_eq!(
+        r["max_score"].as_f64(),
+        Some(100.0),
+        "the maximum stays whole"
+    );
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit file is written too");
+    assert!(xml.contains("not run"), "{xml}");
+}
+
+fn a_rubric_cannot_point_the_build_outside_the_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("keep"), "mine").unwrap();
+    for (from, to, key) in [
+        (
+            "binaries = []",
+            format!("binaries = [{:?}]", victim.display().to_string()),
+            "build.binaries",
+        ),
+        (
+            "binaries = []",
+            "binaries = [\"../..\"]".to_string(),
+            "build.binaries",
+        ),
+        (
+            "binary = \"mapfile\"",
+            format!("binary = {:?}", victim.join("keep").display().to_string()),
+            "programs.mapfile.binary",
+        ),
+    ] {
+        let rubric = rubric_with(dir.path(), from, &to);
+        let line = std::fs::read_to_string(&rubric)
+            .unwrap()
+            .lines()
+            .position(|l| l.trim_start().starts_with(&to))
+            .unwrap()
+            + 1;
+        labgrade_cmd()
+            .args(["grade", "--rubric"])
+            .arg(&rubric)
+            .arg(fixture("c-sample-port"))
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(
+                predicate::str::contains(format!("rubric.toml:{line}:"))
+                    .and(predicate::str::contains(key)),
+            );
+    }
+    assert_eq!(
+        std::fs::read_to_string(victim.join("keep")).unwrap(),
+        "mine"
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+}
+
+fn file_names_that_are_not_utf8_are_graded_and_shown_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    // A learner's stray file with a name that is not UTF-8, another with a
+    // terminal escape in it: the submission is graded as usual, and the
+    // names appear escaped wherever they are shown.
+    let sub = copy_fixture("c-sample-port");
+    let odd = std::ffi::OsStr::from_bytes(b"notes-\xff\xfe.txt");
+    std::fs::write(sub.path().join(odd), "latin-1").unwrap();
+    std::fs::write(sub.path().join("x\u{1b}[2Jy.txt"), "escape").unwrap();
+    let (_, r) = grade_json(sub.path(), &["--only", "file.contents"]);
+    assert_eq!(r["complete"], true, "{r:#}");
+    let text = r.to_string();
+    assert!(!text.contains('\u{1b}'), "no raw escape in the report");
+    let (_, again) = grade_json(sub.path(), &["--only", "file.contents"]);
+    assert_eq!(
+        r["submission"]["sha256"], again["submission"]["sha256"],
+        "the same files hash the same"
+    );
+    labgrade_cmd()
+        .arg("grade")
+        .arg(sub.path())
+        .args(["--only", "file.contents"])
+        .assert()
+        .stdout(predicate::str::contains('\u{1b}').not());
 }

@@ -69,6 +69,46 @@ fn main() -> ExitCode {
             evidence_cannot_be_evaded,
         )
         .test(
+            "what_learner_code_leaves_is_never_followed_or_waited_on",
+            HOSTILE,
+            left_things_at_full,
+        )
+        .test(
+            "what_learner_code_leaves_is_never_followed_or_waited_on_at_uid",
+            AT_UID,
+            left_things_at_uid,
+        )
+        .test(
+            "inherited_descriptors_never_reach_learner_code",
+            HOSTILE,
+            inherited_descriptors_at_full,
+        )
+        .test(
+            "inherited_descriptors_never_reach_learner_code_at_uid",
+            AT_UID,
+            inherited_descriptors_at_uid,
+        )
+        .test(
+            "built_programs_cannot_be_rewritten_between_runs_at_uid",
+            AT_UID,
+            built_programs_are_fixed_at_uid,
+        )
+        .test(
+            "the_disk_learner_code_can_fill_is_bounded",
+            HOSTILE,
+            the_disk_is_bounded,
+        )
+        .test(
+            "the_disk_learner_code_can_fill_is_bounded_at_uid",
+            AT_UID,
+            the_disk_is_bounded_at_uid,
+        )
+        .test(
+            "reports_cannot_be_poisoned",
+            HOSTILE,
+            reports_cannot_be_poisoned,
+        )
+        .test(
             "an_infinite_loop_is_stopped_by_its_cpu_limit",
             HOSTILE,
             an_infinite_loop_is_stopped_by_its_cpu_limit,
@@ -435,15 +475,10 @@ fn an_interrupted_grading_still_writes_its_report() {
         .env("TMPDIR", tmp.path())
         .spawn()
         .unwrap();
-    // Wait until learner code runs (mapfile sleeping), then interrupt.
-    let start = std::time::Instant::now();
-    while learner_processes().is_empty() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(60),
-            "no learner process ever ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // Wait until learner code runs (its build, as a rule), then interrupt.
+    mmap_lab_kit::wait_until(60, "a learner process to run", || {
+        !learner_processes().is_empty()
+    });
     // SAFETY: signalling our own child.
     unsafe { libc::kill(grader.id() as i32, libc::SIGTERM) };
     let status = grader.wait().unwrap();
@@ -637,4 +672,197 @@ fn evidence_cannot_be_evaded() {
     ] {
         grade_hostile(name);
     }
+}
+
+/// A symbolic link and a FIFO where the grader reads datafile.bin: seen for
+/// what they are, neither followed nor waited on, and a report written.
+fn what_learner_code_leaves(level: Option<&str>) {
+    grade_hostile_at("hostile-datafile-symlink", level, &[]);
+    grade_hostile_at("hostile-datafile-fifo", level, &[]);
+}
+
+#[file_serial(hostile)]
+fn left_things_at_full() {
+    what_learner_code_leaves(None)
+}
+
+#[file_serial(hostile)]
+fn left_things_at_uid() {
+    what_learner_code_leaves(Some("uid"));
+    // Gradescope's command too writes its results (it hung and wrote none).
+    let root = tempfile::tempdir().unwrap();
+    mmap_lab_kit::copy_tree(
+        &hostile("hostile-datafile-fifo"),
+        &root.path().join("submission"),
+        &["expected.toml"],
+    );
+    let status = std::process::Command::new(mmap_lab_kit::labgrade())
+        .args(["gradescope", "--isolation", "uid"])
+        .env("LABGRADE_AUTOGRADER_ROOT", root.path())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let results = std::fs::read_to_string(root.path().join("results/results.json")).unwrap();
+    assert!(results.contains("FIFO"), "{results}");
+}
+
+/// The grader started with a host file on fd 7 and a host directory on fd
+/// 8, as CI runners and shells may leave them: learner code (which writes
+/// to and creates files through every descriptor it might have) reaches
+/// neither.
+fn inherited_descriptors(level: Option<&str>) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let host = tempfile::tempdir().unwrap();
+    let file_path = host.path().join("host-file");
+    std::fs::write(&file_path, "original\n").unwrap();
+    let dir_path = host.path().join("host-dir");
+    std::fs::create_dir(&dir_path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file_path)
+        .unwrap();
+    let dir = std::fs::File::open(&dir_path).unwrap();
+    let (f, d) = (file.as_raw_fd(), dir.as_raw_fd());
+    let mut cmd = std::process::Command::new(mmap_lab_kit::labgrade());
+    cmd.arg("grade")
+        .arg(hostile("hostile-inherited-fds"))
+        .args(["--slot", SLOT, "--format", "json"]);
+    if let Some(level) = level {
+        cmd.args(["--isolation", level]);
+    }
+    // SAFETY: dup2 only, in the child before exec; dup2 clears close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(f, 7) == -1 || libc::dup2(d, 8) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:#}", r["checks"]);
+    assert_eq!(r["isolation"]["level"], level.unwrap_or("full"));
+    assert_eq!(std::fs::read_to_string(&file_path).unwrap(), "original\n");
+    assert_eq!(std::fs::read_dir(&dir_path).unwrap().count(), 0);
+    assert!(learner_processes().is_empty());
+}
+
+#[file_serial(hostile)]
+fn inherited_descriptors_at_full() {
+    inherited_descriptors(None)
+}
+
+#[file_serial(hostile)]
+fn inherited_descriptors_at_uid() {
+    inherited_descriptors(Some("uid"))
+}
+
+/// At the uid level there is no mount namespace: the programs are the
+/// grader's copies, out of the learner's reach.
+#[file_serial(hostile)]
+fn built_programs_are_fixed_at_uid() {
+    grade_hostile_at("hostile-rewrites-programs", Some("uid"), &[]);
+    grade_hostile("hostile-rewrites-programs");
+}
+
+/// Twenty thousand files and 12 x 300 MiB: bounded by the run's storage,
+/// named as such, and nothing kept.
+#[file_serial(hostile)]
+fn the_disk_is_bounded() {
+    disk_bounded_at(None);
+}
+
+#[file_serial(hostile)]
+fn the_disk_is_bounded_at_uid() {
+    disk_bounded_at(Some("uid"));
+}
+
+/// The run's storage is full before the machine's is: the limit is named,
+/// the learner charged, and (grade_json's check) nothing stays in TMPDIR.
+fn disk_bounded_at(level: Option<&str>) {
+    let r = grade_hostile_at("hostile-fills-disk", level, &[]);
+    let runs = run_of(&r, "file.runs", "mapfile");
+    assert!(
+        runs["limits_hit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("disk: ")),
+        "{runs}"
+    );
+}
+
+/// Terminal escapes, fake grader lines and HTML in learner output and in a
+/// build error: every format shows them inert.
+#[file_serial(hostile)]
+fn reports_cannot_be_poisoned() {
+    grade_hostile("hostile-poison-output");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(mmap_lab_kit::labgrade())
+        .arg("grade")
+        .arg(hostile("hostile-poison-output"))
+        .args(["--slot", SLOT, "--format", "human", "--json"])
+        .arg(dir.path().join("r.json"))
+        .arg("--markdown")
+        .arg(dir.path().join("r.md"))
+        .arg("--junit")
+        .arg(dir.path().join("r.xml"))
+        .arg("--classroom")
+        .arg(dir.path().join("classroom"))
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&out.stdout).into_owned();
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let classroom: String = read("classroom")
+        .lines()
+        .map(|l| {
+            use base64::Engine;
+            let (_, b64) = l.split_once('=').unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            String::from_utf8(bytes).unwrap()
+        })
+        .collect();
+    for (name, text) in [
+        ("terminal", human.clone()),
+        ("json", read("r.json")),
+        ("markdown", read("r.md")),
+        ("junit", read("r.xml")),
+        ("classroom", classroom),
+    ] {
+        assert!(
+            !text.contains('\x1b') && !text.contains('\x07'),
+            "{name} carries raw control characters"
+        );
+    }
+    assert!(human.contains("\\x1b[2J"), "the escape is shown as text");
+    // Inside a code block nothing renders; outside one, no tag and no link
+    // may stand raw. The fences must hold: each closes where it should.
+    let md = read("r.md");
+    let mut outside = String::new();
+    let mut fence: Option<String> = None;
+    for line in md.lines() {
+        let t = line.trim_start();
+        let ticks: String = t.chars().take_while(|&c| c == '`').collect();
+        match &fence {
+            Some(open) if t == open.as_str() => fence = None,
+            Some(_) => {}
+            None if ticks.len() >= 3 => fence = Some(ticks),
+            None => {
+                outside.push_str(line);
+                outside.push('\n');
+            }
+        }
+    }
+    assert!(fence.is_none(), "a code block was left open");
+    for raw in ["<h1>", "<img", "</details>", "](http", "**Score: 100/100**"] {
+        assert!(
+            !outside.contains(raw),
+            "the Markdown report carries {raw:?} raw"
+        );
+    }
+    roxmltree::Document::parse(&read("r.xml")).expect("well-formed JUnit XML");
 }

@@ -30,6 +30,11 @@ fn main() -> ExitCode {
             gradescope_always_writes_results_even_when_grading_cannot_happen,
         )
         .test(
+            "gradescope_writes_results_even_when_the_grading_is_stuck",
+            GRADING,
+            gradescope_writes_results_even_when_the_grading_is_stuck,
+        )
+        .test(
             "the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit",
             &[],
             the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit,
@@ -201,10 +206,15 @@ fn run_gradescope(root: &Path) -> serde_json::Value {
 }
 
 fn run_gradescope_with(root: &Path, args: &[&str]) -> serde_json::Value {
+    run_gradescope_env(root, args, &[])
+}
+
+fn run_gradescope_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let status = Command::new(labgrade())
         .arg("gradescope")
         .args(args)
         .env("LABGRADE_AUTOGRADER_ROOT", root)
+        .envs(env.iter().copied())
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0));
@@ -310,6 +320,33 @@ fn gradescope_always_writes_results_even_when_grading_cannot_happen() {
     assert!(last["output"].as_str().unwrap().starts_with("Not graded"));
     assert_eq!(last["max_score"], 10.0, "the maximum stays whole");
     assert_eq!(last["score"], 0.0);
+}
+
+fn gradescope_writes_results_even_when_the_grading_is_stuck() {
+    // The grader's main path hangs before shm.handoff (a test hook in the
+    // grader's environment). At the deadline the watchdog writes
+    // results.json as it stood, and the command exits 0 as Gradescope wants.
+    let root = autograder(Some("c-sample-port"), None);
+    let results = run_gradescope_env(
+        root.path(),
+        &["--deadline", "20s"],
+        &[("LABGRADE_TEST_STALL_BEFORE", "shm.handoff")],
+    );
+    assert_eq!(results["extra_data"]["incomplete"], true, "{results:#}");
+    let tests = results["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 15, "every check, and the incomplete notice");
+    let handoff = tests
+        .iter()
+        .find(|t| t["tags"][0] == "shm.handoff")
+        .unwrap();
+    assert!(
+        handoff["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("Not graded"),
+        "{handoff:#}"
+    );
+    assert_eq!(handoff["max_score"], 10.0, "the maximum stays whole");
 }
 
 fn the_gradescope_package_holds_setup_run_autograder_the_rubric_and_the_kit() {
