@@ -380,18 +380,16 @@ fn reference(cmd: RefCmd) -> ExitCode {
     }
 }
 
-/// Gives the region `name` (in /dev/shm) to "UID:GID".
+/// Gives the region `name` (in the mechanism's system place, which is
+/// this sandbox's own) to "UID:GID".
 fn share_region(name: &str, owner: &str) -> mmap_lab::Result<()> {
     let (uid, gid) = owner
         .split_once(':')
         .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
         .ok_or_else(|| mmap_lab::Error::usage("--share-with takes UID:GID"))?;
-    let path = crate::observe::region::region_path(
-        std::path::Path::new(crate::observe::region::SYSTEM_SHM_DIR),
-        name,
-    );
-    std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-        .map_err(|e| mmap_lab::Error::os(format_args!("cannot share {}", path.display()), e))
+    crate::ipc::default_mechanism()
+        .give(name, uid, gid)
+        .map_err(|e| mmap_lab::Error::os(format_args!("cannot share {name}"), e))
 }
 
 /// Exit 2 with a message on stderr: nothing could be graded.

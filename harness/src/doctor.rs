@@ -114,7 +114,10 @@ fn isolation(sandbox: &Sandbox, require: Option<Level>) -> Finding {
         ),
         Level::Uid => (
             State::Warning,
-            format!("uid, not full ({why}): shared /tmp and /dev/shm; {as_uid}"),
+            format!(
+                "uid, not full ({why}): shared /tmp and {}; {as_uid}",
+                crate::sandbox::system_place()
+            ),
             Some(full_fix(sandbox)),
         ),
         Level::Minimal => (
@@ -253,7 +256,11 @@ fn build_tools(sandbox: &Sandbox, opts: &Options) -> Vec<Finding> {
             ];
         }
     };
-    let area = match sandbox.area(run.path(), opts.private_mounts) {
+    let area = match sandbox.area(
+        run.path(),
+        opts.private_mounts,
+        crate::ipc::default_mechanism(),
+    ) {
         Ok(area) => area,
         Err(e) => {
             return vec![
@@ -308,8 +315,9 @@ fn build_tools(sandbox: &Sandbox, opts: &Options) -> Vec<Finding> {
         findings.push(f.needed(true));
     }
     findings.push(watch(sandbox, &area, run.path(), opts.rubric));
+    let mechanism = area.mechanism;
     drop(area);
-    sandbox.finish();
+    sandbox.finish(mechanism);
     findings
 }
 
@@ -387,13 +395,15 @@ fn cgroups(sandbox: &Sandbox) -> Finding {
 fn shm(sandbox: &Sandbox, opts: &Options) -> Finding {
     let largest = opts.rubric.largest_region();
     let mib = |b: u64| format!("{} MiB", b.div_ceil(1 << 20));
+    let system = crate::ipc::default_mechanism().system_dir();
+    let shown = system.display().to_string();
     let (room, place) = if sandbox.level == Level::Full && opts.private_mounts {
         (
             BUDGET.shm_bytes,
             format!("a private {} tmpfs per grading", mib(BUDGET.shm_bytes)),
         )
     } else {
-        match rustix::fs::statvfs("/dev/shm") {
+        match rustix::fs::statvfs(system) {
             Ok(st) => {
                 let free = st.f_bavail * st.f_frsize;
                 let room = free.min(if sandbox.level == Level::Full {
@@ -404,21 +414,21 @@ fn shm(sandbox: &Sandbox, opts: &Options) -> Finding {
                 (
                     room,
                     format!(
-                        "the machine's /dev/shm, {} of {} free",
+                        "the machine's {shown}, {} of {} free",
                         mib(free),
                         mib(st.f_blocks * st.f_frsize)
                     ),
                 )
             }
-            Err(e) => (0, format!("/dev/shm cannot be read: {e}")),
+            Err(e) => (0, format!("{shown} cannot be read: {e}")),
         }
     };
     let detail = format!("{place}; the rubric's largest region is {}", mib(largest));
     if largest <= room {
-        finding("/dev/shm", State::Ok, detail).needed(true)
+        finding(&shown, State::Ok, detail).needed(true)
     } else {
-        finding("/dev/shm", State::Missing, format!("{detail}, which does not fit"))
-            .fix("give /dev/shm more room (in Docker: --shm-size=1g), or lower the size of the rubric's shm.large checks")
+        finding(&shown, State::Missing, format!("{detail}, which does not fit"))
+            .fix(format!("give {shown} more room (in Docker: --shm-size=1g), or lower the size of the rubric's shm.large checks"))
             .needed(true)
     }
 }

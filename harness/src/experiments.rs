@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::ipc::{Entry, Seen};
 use crate::lock::{NameLocks, lock_names};
-use crate::observe::region::{self, Seen};
 use crate::observe::trace::Trace;
+use crate::observe::{kind_of, poll_until};
 use crate::rubric::{Ready, Release, Start};
 use crate::runner::{self, Finished, Running, SIGINT, SIGTERM, Spec};
 use crate::session::{RunEvidence, Session, Who};
@@ -110,7 +111,7 @@ fn read_datafile(dir: &std::path::Path, name: &str) -> FileSeen {
         && !meta.is_file()
     {
         return FileSeen::NotAFile {
-            what: region::kind_of(&path, &meta),
+            what: kind_of(&path, &meta),
         };
     }
     let file = match std::fs::File::options()
@@ -181,14 +182,13 @@ pub fn no_writer(
     }
     let name = session.rubric.reader_name().to_string();
     let _locks = lock_if_shared(session, [name.as_str()])?;
-    let path = session.region_path(&name);
-    make_absent(&path)?;
+    make_absent(session, &name)?;
     let mut spec = session.reader_spec(Who::Learner, &name, session.rubric.region.size);
     spec.timeout = timeout;
     let (spec, _) = session.prepare(spec, "reader", false);
     let run = start(spec)?.finish();
-    let created = region::peek(&path, 64).ok().flatten();
-    make_absent(&path)?;
+    let created = session.regions().peek(&name, 64);
+    make_absent(session, &name)?;
     session.discard_dirs();
     started(&run, Who::Learner)?;
     let outcome = Rc::new(NoWriterOutcome { run, created });
@@ -200,7 +200,7 @@ fn lock_if_shared<'a>(
     session: &Session,
     names: impl IntoIterator<Item = &'a str>,
 ) -> Result<Option<NameLocks>, GraderError> {
-    if !session.shared_shm_dir() {
+    if !session.shared_place() {
         return Ok(None);
     }
     lock_names(names)
@@ -208,8 +208,11 @@ fn lock_if_shared<'a>(
         .map_err(|e| GraderError(format!("cannot lock the region names: {e}")))
 }
 
-fn make_absent(path: &std::path::Path) -> Result<(), GraderError> {
-    region::remove(path).map_err(|e| GraderError(format!("cannot remove {}: {e}", path.display())))
+fn make_absent(session: &Session, name: &str) -> Result<(), GraderError> {
+    session
+        .regions()
+        .make_absent(name)
+        .map_err(|e| GraderError(e.to_string()))
 }
 
 // ---------------------------------------------------------------- the pair
@@ -282,7 +285,7 @@ pub struct PairOutcome {
     /// What the shm directory held when readiness failed (for hints, and to
     /// tell whose doing a reference writer's failure was), and its free
     /// space then.
-    pub shm_seen: Vec<region::Entry>,
+    pub shm_seen: Vec<Entry>,
     pub shm_free: Option<u64>,
 }
 
@@ -336,9 +339,10 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
         ),
     };
     let _locks = lock_if_shared(session, [writer_name.as_str(), reader_name.as_str()])?;
-    let writer_path = session.region_path(&writer_name);
-    make_absent(&writer_path)?;
-    make_absent(&session.region_path(&reader_name))?;
+    let regions = session.regions();
+    let peek = |head: usize| regions.peek(&writer_name, head);
+    make_absent(session, &writer_name)?;
+    make_absent(session, &reader_name)?;
 
     let release = if plan.writer == Who::Reference {
         Release::StdinLine
@@ -380,14 +384,14 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     let readiness = match &ready_mode {
         Ready::Region => {
             let stdin_release = matches!(release, Release::StdinLine | Release::StdinEof);
-            region::poll_until(deadline, || {
+            poll_until(deadline, || {
                 if writer.has_exited() {
                     return Some(Readiness::WriterEnded);
                 }
                 // Checked before the region, so that a region seen ready
                 // after the writer settled still counts as ready.
                 let settled = stdin_release && writer.waiting_for_stdin();
-                let seen = region::peek(&writer_path, head_len).ok().flatten();
+                let seen = peek(head_len);
                 match seen {
                     Some(seen) if seen.holds(plan.size, &plan.message) => Some(Readiness::Ready {
                         after: began.elapsed(),
@@ -398,7 +402,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
                 }
             })
             .unwrap_or_else(|| Readiness::TimedOut {
-                last: region::peek(&writer_path, head_len).ok().flatten(),
+                last: peek(head_len),
             })
         }
         Ready::Stdout(pattern) => {
@@ -407,7 +411,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
                     .lines()
                     .any(|l| pattern.is_match(l))
             });
-            let seen = region::peek(&writer_path, head_len).ok().flatten();
+            let seen = peek(head_len);
             if matched {
                 Readiness::Ready {
                     after: began.elapsed(),
@@ -423,7 +427,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
             if writer.wait_exit(*delay) {
                 Readiness::WriterEnded
             } else {
-                let seen = region::peek(&writer_path, head_len).ok().flatten();
+                let seen = peek(head_len);
                 Readiness::Ready {
                     after: began.elapsed(),
                     seen,
@@ -436,10 +440,8 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
         (Vec::new(), None)
     } else {
         (
-            region::entries(session.shm_dir()),
-            region::capacity(session.shm_dir())
-                .ok()
-                .map(|(_, free)| free),
+            regions.entries(),
+            regions.capacity().ok().map(|(_, free)| free),
         )
     };
 
@@ -448,10 +450,7 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
     let mut region_allocated = None;
     if ready && plan.measure {
         writer_peak_kib = writer.peak_rss_kib();
-        region_allocated = region::peek(&writer_path, 0)
-            .ok()
-            .flatten()
-            .map(|s| s.allocated);
+        region_allocated = peek(0).map(|s| s.allocated);
     }
     let mut reader = None;
     let mut reader_tpath = None;
@@ -512,13 +511,9 @@ pub fn run_pair(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, Gr
         writer.ending,
         runner::Ending::Exited(_) | runner::Ending::Signalled(_)
     );
-    let left_region = if exited_itself {
-        region::peek(&writer_path, head_len).ok().flatten()
-    } else {
-        None
-    };
-    make_absent(&writer_path)?;
-    make_absent(&session.region_path(&reader_name))?;
+    let left_region = if exited_itself { peek(head_len) } else { None };
+    make_absent(session, &writer_name)?;
+    make_absent(session, &reader_name)?;
     session.discard_dirs();
     started(&writer, plan.writer)?;
     if let (Some(r), Some(who)) = (&reader, plan.reader) {

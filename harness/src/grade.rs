@@ -80,7 +80,11 @@ pub fn grade(
         ));
     }
     let area = sandbox
-        .area(run_dir.path(), options.private_mounts)
+        .area(
+            run_dir.path(),
+            options.private_mounts,
+            crate::ipc::default_mechanism(),
+        )
         .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
     let src = run_dir.path().join("submission");
     let home = run_dir.path().join("home");
@@ -181,7 +185,7 @@ pub fn grade(
         }
     });
     drop(session);
-    sandbox.finish();
+    sandbox.finish(area.mechanism);
     draft.report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(draft.report)
 }

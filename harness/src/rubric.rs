@@ -693,6 +693,21 @@ impl Rubric {
             }
         }
         self.within_bounds()?;
+        // Region names follow the mechanism's rule, the one the reference
+        // programs apply: a name they would refuse is the rubric's mistake,
+        // not a learner's program failing with the reference.
+        let mechanism = crate::ipc::default_mechanism();
+        for (key, name) in [
+            ("region.name", Some(&self.region.name)),
+            ("programs.writer.name", self.programs.writer.name.as_ref()),
+            ("programs.reader.name", self.programs.reader.name.as_ref()),
+        ] {
+            if let Some(name) = name
+                && let Err(e) = mechanism.check_name(name)
+            {
+                return Err((None, key.into(), e.to_string()));
+            }
+        }
         // Names the grader joins to the submission's directory (and removes
         // there before building): plain names, so nothing outside the run is
         // ever touched.
@@ -781,7 +796,7 @@ impl Rubric {
 
     /// Limits a rubric may raise only so far (README, "Limits"): each
     /// program's timeouts, the build's, the whole grading's deadline, and
-    /// the size of a region (the grading's /dev/shm holds the learner's
+    /// the size of a region (the grading's region place holds the learner's
     /// largest region and the grader's beside it).
     fn within_bounds(&self) -> Result<(), (Option<std::ops::Range<usize>>, String, String)> {
         let too_long = |key: String, value: Duration, bound: Duration| {
@@ -1117,6 +1132,18 @@ mod tests {
         assert!(e.starts_with("r.toml:3:8: programs.writer.hold"), "{e}");
         let e = err("version = 2\n");
         assert!(e.contains("version 1"), "{e}");
+    }
+
+    #[test]
+    fn a_region_name_the_reference_would_refuse_is_a_bad_rubric() {
+        // glibc would take "OS" as /dev/shm/OS; the reference programs (and
+        // POSIX) do not: refused at load time, not charged to a learner.
+        let e = err(&format!("{MINIMAL}[region]\nname = \"OS\"\n"));
+        assert!(e.starts_with("r.toml:7:"), "{e}");
+        assert!(e.contains("region.name: invalid region name \"OS\""), "{e}");
+        let e = err(&format!("{MINIMAL}[programs.reader]\nname = \"/a/b\"\n"));
+        assert!(e.contains("programs.reader.name"), "{e}");
+        assert!(Rubric::parse(&format!("{MINIMAL}[region]\nname = \"/x\"\n"), "r").is_ok());
     }
 
     #[test]

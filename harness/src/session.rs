@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use crate::build::BuildResult;
 use crate::experiments::{MapfileOutcome, NoWriterOutcome, PairOutcome};
-use crate::observe::region;
 use crate::observe::trace::Tracer;
 use crate::rubric::{Rubric, fill};
 use crate::runner::{Limits, Spec};
@@ -103,20 +102,18 @@ impl<'r> Session<'r> {
         }
     }
 
-    /// The file behind a region name, wherever this run keeps regions.
-    pub fn region_path(&self, name: &str) -> PathBuf {
-        region::region_path(&self.area.shm_dir, name)
+    /// This grading's regions: its mechanism, in its place.
+    pub fn regions(&self) -> crate::ipc::Regions<'r> {
+        crate::ipc::Regions {
+            mechanism: self.area.mechanism,
+            place: &self.area.place,
+        }
     }
 
-    /// Where this grading's regions appear as files.
-    pub fn shm_dir(&self) -> &Path {
-        &self.area.shm_dir
-    }
-
-    /// Whether regions live in the machine-wide shm directory, where fixed
-    /// names must be locked against other gradings.
-    pub fn shared_shm_dir(&self) -> bool {
-        !self.area.private_shm
+    /// Whether regions live in the machine-wide place, where fixed names
+    /// must be locked against other gradings.
+    pub fn shared_place(&self) -> bool {
+        !self.area.place.private
     }
 
     /// `spec` as it really runs: contained at this grading's level (a
@@ -136,7 +133,11 @@ impl<'r> Session<'r> {
             return (spec, None);
         }
         let out = self.trace_path(label);
-        match self.tracer.wrap(&spec, &out) {
+        // Where the evidence of its calls comes from is the target's to say.
+        let wrapped = match self.build.target.evidence() {
+            crate::target::Evidence::Strace => self.tracer.wrap(&spec, &out),
+        };
+        match wrapped {
             Some(wrapped) => (wrapped, Some(out)),
             None => (spec, None),
         }
@@ -252,13 +253,13 @@ impl<'r> Session<'r> {
         timeout: Duration,
         held_stdin: bool,
     ) -> Spec {
-        let program = self.learner_program(binary);
         let message = &self.rubric.region.message;
         let args: Vec<String> = templates
             .iter()
             .map(|a| fill(a, name, size, message))
             .collect();
         let shown = shown(binary, &args);
+        let (program, args) = self.build.target.launch(self.learner_program(binary), args);
         self.spec(
             binary.to_string(),
             program,

@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// A new run directory in `parent` (TMPDIR, or /dev/shm for regions),
+/// A new run directory in `parent` (TMPDIR, or the machine's region place),
 /// named after this process (`labgrade-run.PID-START.XXXXXX`, START its
 /// start time, so a reused pid is told apart), after removing those of
 /// graders that are gone: a grader killed outright (SIGKILL, a batch killed

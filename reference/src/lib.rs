@@ -15,6 +15,7 @@
 pub mod contract;
 pub mod error;
 pub mod mapfile;
+pub mod names;
 pub mod platform;
 pub mod reader;
 pub mod writer;

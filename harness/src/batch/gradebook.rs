@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::journal::Entry;
+use super::journal::{Entry, EntryStatus};
 use crate::checks::Status;
 use crate::report::{Format, Markdown, Report, points};
 
@@ -18,7 +18,7 @@ use crate::report::{Format, Markdown, Report, points};
 #[derive(Debug, Clone)]
 pub struct Row {
     pub learner: String,
-    pub status: String,
+    pub status: EntryStatus,
     pub why: Option<String>,
     /// (score, max) when there is a report.
     pub total: Option<(f64, f64)>,
@@ -30,7 +30,7 @@ impl Row {
     pub fn of(entry: &Entry) -> Row {
         Row {
             learner: entry.learner.clone(),
-            status: entry.status.clone(),
+            status: entry.status,
             why: entry.why.as_deref().map(crate::text::visible),
             total: entry.report.as_ref().map(|r| (r.score, r.max_score)),
             checks: entry
@@ -46,7 +46,7 @@ impl Row {
     }
 
     pub fn graded(&self) -> bool {
-        self.status == "graded"
+        self.status == EntryStatus::Graded
     }
 
     /// The score in percent of the maximum: only for a grade that is final
@@ -102,7 +102,7 @@ fn check_ids(rows: &BTreeMap<String, Row>) -> Vec<String> {
 fn status_text(row: &Row) -> String {
     match &row.why {
         Some(why) => format!("{}: {why}", row.status),
-        None => row.status.clone(),
+        None => row.status.to_string(),
     }
 }
 

@@ -20,8 +20,7 @@ pub struct Entry {
     /// could not even be read.
     pub submission_sha256: String,
     pub rubric_sha256: String,
-    /// "graded", or "not graded".
-    pub status: String,
+    pub status: EntryStatus,
     /// Why it was not graded.
     pub why: Option<String>,
     /// The full report, hidden checks included.
@@ -30,7 +29,31 @@ pub struct Entry {
 
 impl Entry {
     pub fn graded(&self) -> bool {
-        self.status == "graded"
+        self.status == EntryStatus::Graded
+    }
+}
+
+/// What became of one submission (written in the journal as the words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryStatus {
+    /// Every check graded: a final grade.
+    #[serde(rename = "graded")]
+    Graded,
+    /// A report, but some check was not graded (a grader fault): not final.
+    #[serde(rename = "incomplete")]
+    Incomplete,
+    /// No report at all: unreadable, or the grading could not be made.
+    #[serde(rename = "not graded")]
+    NotGraded,
+}
+
+impl std::fmt::Display for EntryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EntryStatus::Graded => "graded",
+            EntryStatus::Incomplete => "incomplete",
+            EntryStatus::NotGraded => "not graded",
+        })
     }
 }
 

@@ -23,7 +23,7 @@ use crate::report::{Report, points};
 use crate::rubric::Rubric;
 use crate::sandbox::Level;
 use gradebook::Row;
-use journal::{Entry, Journal};
+use journal::{Entry, EntryStatus, Journal};
 use sources::Submission;
 
 /// The batch's scratch space, inside its output directory.
@@ -362,7 +362,7 @@ fn grade_one(shared: &Shared, sub: &Submission, slot: u32) -> Option<Entry> {
         origin: sub.origin.display().to_string(),
         submission_sha256: String::new(),
         rubric_sha256: shared.rubric_sha.clone(),
-        status: "not graded".into(),
+        status: EntryStatus::NotGraded,
         why: None,
         report: None,
     };
@@ -409,12 +409,11 @@ fn grade_one(shared: &Shared, sub: &Submission, slot: u32) -> Option<Entry> {
     match (report, result) {
         (Some(report), _) => {
             entry.status = if report.fully_graded() {
-                "graded"
+                EntryStatus::Graded
             } else {
-                "incomplete"
-            }
-            .into();
-            if entry.status == "incomplete" {
+                EntryStatus::Incomplete
+            };
+            if entry.status == EntryStatus::Incomplete {
                 entry.why = Some(crate::report::incomplete_because(&report));
             }
             entry.report = Some(report);

@@ -13,6 +13,7 @@ use crate::hash::SKIPPED_DIRS;
 use crate::rubric::Rubric;
 use crate::runner::{self, Ending, Finished, Limits, RunRecord, Spec, StartError};
 use crate::sandbox::{Area, Purpose, Sandbox, ToolchainProblem};
+use crate::target::Target;
 use crate::tools;
 
 /// Where a Cargo submission's dependencies are vendored, in its copy.
@@ -44,6 +45,8 @@ pub struct BuildResult {
     pub runs: Vec<RunRecord>,
     /// Program binary name -> outcome.
     pub programs: BTreeMap<String, Program>,
+    /// What the programs were built for, and run as.
+    pub target: &'static dyn Target,
     /// Set when the sources target the Windows API only.
     pub windows_only: Option<String>,
     /// Set when the build could not run at all (a missing compiler, say):
@@ -173,19 +176,25 @@ pub fn build(
         method: String::new(),
         runs: Vec::new(),
         programs: BTreeMap::new(),
-        windows_only: windows_only(dir),
+        target: &crate::target::Native,
+        windows_only: None,
         grader_error: None,
     };
-    if result.windows_only.is_some() {
-        result.method = "none (Windows API)".into();
-        return result;
-    }
+    let target = match crate::target::detect(dir) {
+        Ok(target) => target,
+        Err(unsupported) => {
+            result.windows_only = Some(unsupported.files);
+            result.method = "none (Windows API)".into();
+            return result;
+        }
+    };
+    result.target = target;
     let search = search_dirs(rubric, dir);
     // Whatever was handed in under a program's name is not trusted: the
     // grader builds from the sources.
     for d in &search {
         for name in names {
-            let _ = std::fs::remove_file(d.join(name));
+            let _ = std::fs::remove_file(d.join(target.program_file(name)));
         }
     }
     let _ = sandbox.give(dir);
@@ -313,14 +322,11 @@ pub fn build(
                 );
                 continue;
             };
-            let compiler = if cpp {
-                &rubric.build.cxx
-            } else {
-                &rubric.build.cc
-            };
-            let mut argv = vec![compiler.clone()];
+            let (cc, cxx) = target.compilers(&rubric.build);
+            let compiler = if cpp { cxx } else { cc };
+            let mut argv = vec![compiler.to_string()];
             argv.extend(rubric.build.cflags.iter().cloned());
-            argv.extend(["-o".to_string(), name.to_string(), source]);
+            argv.extend(["-o".to_string(), target.program_file(name), source]);
             argv.extend(rubric.build.libs.iter().cloned());
             let finished = step(name, argv);
             if let Some(f) = finished
@@ -367,10 +373,11 @@ pub fn build(
         }
         // The first file of that name where programs are looked for, link
         // or not: what it is decides whether it is accepted.
+        let file = target.program_file(name);
         let found = cargo_bins.get(name).cloned().or_else(|| {
             search
                 .iter()
-                .map(|d| d.join(name))
+                .map(|d| d.join(&file))
                 .find(|p| p.symlink_metadata().is_ok_and(|m| !m.is_dir()))
         });
         let outcome = match found {
@@ -455,12 +462,7 @@ fn not_started(spec: &Spec, err: &StartError) -> RunRecord {
     RunRecord {
         role: spec.role.clone(),
         argv: spec.shown.clone(),
-        exit: runner::ExitRecord {
-            code: None,
-            signal: None,
-            timeout: false,
-            stopped_by_grader: false,
-        },
+        exit: runner::ExitRecord::NotStarted,
         stdout: runner::StreamRecord {
             excerpt: String::new(),
             total_bytes: 0,
@@ -513,53 +515,6 @@ fn cargo_executables(stdout: &str) -> BTreeMap<String, PathBuf> {
             Some((name, PathBuf::from(exe)))
         })
         .collect()
-}
-
-/// C or C++ sources written for Windows only: they include windows.h and
-/// never sys/mman.h. Returns the files, for the report.
-fn windows_only(dir: &Path) -> Option<String> {
-    let mut windows = Vec::new();
-    let mut posix = false;
-    visit_sources(dir, dir, &mut |rel, text| {
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("<windows.h>") || lower.contains("\"windows.h\"") {
-            windows.push(rel.to_string());
-        }
-        if lower.contains("<sys/mman.h>") {
-            posix = true;
-        }
-    });
-    (!windows.is_empty() && !posix).then(|| windows.join(", "))
-}
-
-fn visit_sources(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &str)) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() {
-            if !SKIPPED_DIRS.iter().any(|s| entry.file_name() == *s) {
-                visit_sources(root, &path, f);
-            }
-        } else if kind.is_file()
-            && path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| ["c", "cc", "cpp", "cxx", "h", "hpp"].contains(&e))
-            && let Ok(text) = std::fs::read_to_string(&path)
-        {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            f(&rel, &text);
-        }
-    }
 }
 
 /// `cargo vendor` in the submission's copy, run by the grader (it runs no

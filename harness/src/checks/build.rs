@@ -31,7 +31,7 @@ pub fn build(session: &mut Session) -> Verdict {
     let failed_output = build
         .runs
         .iter()
-        .find(|r| r.exit.code != Some(0))
+        .find(|r| r.exit != crate::runner::ExitRecord::Exited(0))
         .map(|r| format!("{}\n{}", r.argv.join(" "), r.stderr.excerpt));
     let first_error = failed_output
         .as_deref()

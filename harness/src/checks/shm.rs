@@ -7,7 +7,7 @@ use std::rc::Rc;
 use super::file::{calls, describe_maps};
 use super::{Verdict, bounded, ending_hint, ending_summary, escaped, has_line};
 use crate::experiments::{self, Early, GraderError, PairOutcome, PairPlan, Readiness};
-use crate::observe::region::Seen;
+use crate::ipc::{Entry, Seen};
 use crate::observe::watch;
 use crate::rubric::{CheckConfig, ExpectExit, Release, fill};
 use crate::runner::Ending;
@@ -84,7 +84,10 @@ fn region_problem(
                 )
             };
             let hint = if others.is_empty() {
-                "create the region with shm_open(name, O_CREAT | O_RDWR, 0600); a plain file or a pipe is not shared memory".to_string()
+                format!(
+                    "create the region with {}; a plain file or a pipe is not shared memory",
+                    calls_of(session).create
+                )
             } else {
                 format!("use the name the writer is given ({name}), exactly")
             };
@@ -94,12 +97,18 @@ fn region_problem(
         }
         Some(s) if !s.regular => Verdict::fail(format!("{name} is not a shared memory object"))
             .observed(format!("{name} is a special file, not a region"))
-            .hint("create it with shm_open"),
+            .hint(format!("create it with {}", calls_of(session).open)),
         Some(s) if s.size != size => {
             let hint = if s.size == 0 {
-                format!("the region is empty: size it with ftruncate(fd, {size}) before mmap")
+                format!(
+                    "the region is empty: size it with {}(fd, {size}) before mmap",
+                    calls_of(session).size
+                )
             } else {
-                format!("size it with ftruncate(fd, SIZE), SIZE being {size} here (the writer's second argument)")
+                format!(
+                    "size it with {}(fd, SIZE), SIZE being {size} here (the writer's second argument)",
+                    calls_of(session).size
+                )
             };
             Verdict::fail(format!("region {name} is {} bytes, not {size}", s.size))
                 .observed(format!("{} bytes, starting {}", s.size, escaped(&s.head)))
@@ -155,8 +164,8 @@ fn readiness_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
             }
             let mut observed = format!("the writer ended first: {}", ending_summary(w));
             if let Some(litter) = shm_litter(session, o, false) {
-                observed.push_str(&format!("; /dev/shm was full: {litter}"));
-                hint = Some(LITTER_HINT.into());
+                observed.push_str(&format!("; {} was full: {litter}", place_shown(session)));
+                hint = Some(litter_hint(session));
             }
             if let Some(left) = &o.left_region {
                 observed.push_str(&format!(
@@ -200,13 +209,17 @@ fn reader_problem(
         if hint.is_none()
             && let Some(trace) = &o.reader_trace
         {
-            let wanted = format!("/dev/shm/{}", o.writer_name.trim_start_matches('/'));
-            let opened = trace.shm_opens();
-            if !opened.is_empty() && !opened.contains(&wanted) {
+            let mechanism = session.regions().mechanism;
+            let opened: Vec<String> = trace
+                .opened_paths()
+                .iter()
+                .filter_map(|p| mechanism.traced_region(p))
+                .collect();
+            if !opened.is_empty() && !opened.contains(&o.writer_name) {
                 hint = Some(format!(
                     "the writer created {} but the reader opened {}: they must use the same name",
                     o.writer_name,
-                    opened.join(", ").replace("/dev/shm", "")
+                    opened.join(", ")
                 ));
             }
         }
@@ -265,11 +278,14 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
         );
     }
     if o.exit_after_release.is_none() {
+        let remove = calls_of(session).remove;
         let how = match wcfg.release {
-            Release::StdinLine => "after the line on stdin, unmap, shm_unlink and return",
-            Release::StdinEof => "at end of file on stdin, unmap, shm_unlink and return",
-            Release::Sigterm | Release::Sigint => "handle the signal: unmap, shm_unlink and exit",
-            Release::None => "exit on your own once the reader is done",
+            Release::StdinLine => format!("after the line on stdin, unmap, {remove} and return"),
+            Release::StdinEof => format!("at end of file on stdin, unmap, {remove} and return"),
+            Release::Sigterm | Release::Sigint => {
+                format!("handle the signal: unmap, {remove} and exit")
+            }
+            Release::None => "exit on your own once the reader is done".to_string(),
         };
         return Some(
             Verdict::fail("the writer did not exit after its release")
@@ -445,11 +461,10 @@ pub fn reader_interop(session: &mut Session) -> Result<Verdict, GraderError> {
     )
 }
 
-/// What learner files filled /dev/shm when a writer could not write its
+/// What learner files filled the region place when a writer could not write its
 /// region, if any did: too little room was left, or (`sigbus_says_full`,
 /// for the grader's own writer, which sizes its region) it died of SIGBUS.
 fn shm_litter(session: &Session, o: &PairOutcome, sigbus_says_full: bool) -> Option<String> {
-    use crate::observe::region::Entry;
     let learner = session.sandbox.learner_uid();
     let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
     let litter: Vec<&Entry> = o
@@ -480,7 +495,27 @@ fn shm_litter(session: &Session, o: &PairOutcome, sigbus_says_full: bool) -> Opt
     ))
 }
 
-const LITTER_HINT: &str = "remove what your programs create in /dev/shm, and do not fill it";
+fn litter_hint(session: &Session) -> String {
+    format!(
+        "remove what your programs create in {}, and do not fill it",
+        place_shown(session)
+    )
+}
+
+/// Where the learner's programs see this grading's regions, for messages.
+fn place_shown(session: &Session) -> String {
+    session
+        .regions()
+        .mechanism
+        .system_dir()
+        .display()
+        .to_string()
+}
+
+/// The calls the learner's mechanism names in hints.
+fn calls_of(session: &Session) -> &'static crate::ipc::Calls {
+    session.regions().mechanism.calls()
+}
 
 /// Why the reference writer could not make its region, when learner code
 /// is the cause: a name the grader had just made absent exists again (and
@@ -488,17 +523,18 @@ const LITTER_HINT: &str = "remove what your programs create in /dev/shm, and do 
 /// live in is full of the learner's files.
 fn reference_writer_undone_by_learner(session: &Session, o: &PairOutcome) -> Option<Verdict> {
     let learner = session.sandbox.learner_uid();
-    let theirs = |e: &crate::observe::region::Entry| learner.is_none_or(|uid| e.uid == uid);
+    let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
     let name = &o.writer_name;
     let v = if let Some(litter) = shm_litter(session, o, true) {
         Verdict::fail(format!(
-            "the grader's writer could not write region {name}: /dev/shm was full of files your programs left"
+            "the grader's writer could not write region {name}: {} was full of files your programs left",
+            place_shown(session)
         ))
         .observed(format!(
             "{litter}; the grader's writer {}",
             o.writer.ending.describe()
         ))
-        .hint(LITTER_HINT)
+        .hint(litter_hint(session))
     } else if matches!(o.writer.ending, Ending::Exited(code) if code != 0)
         && let Some(e) = o
             .shm_seen
@@ -557,15 +593,18 @@ pub fn no_writer(session: &mut Session, check: &CheckConfig) -> Result<Verdict, 
         Ending::TimedOut => {
             return fail(
                 format!("with no writer, the reader was still running after {within}"),
-                "when shm_open fails (ENOENT), report it and exit at once; do not wait or retry"
-                    .into(),
+                format!(
+                    "when {} fails (ENOENT), report it and exit at once; do not wait or retry",
+                    calls_of(session).open
+                ),
             );
         }
         Ending::Signalled(_) => {
             return fail(
                 format!("with no writer, the reader was {}", run.ending.describe()),
-                ending_hint(run, "the reader")
-                    .unwrap_or_else(|| "check shm_open's result before using it".into()),
+                ending_hint(run, "the reader").unwrap_or_else(|| {
+                    format!("check {}'s result before using it", calls_of(session).open)
+                }),
             );
         }
         Ending::Exited(0) if check.expect_exit() == ExpectExit::Nonzero => {
@@ -608,7 +647,10 @@ pub fn cleanup(session: &mut Session) -> Result<Verdict, GraderError> {
             "{} of {} bytes left behind",
             o.writer_name, left.size
         ))
-        .hint("remove the name with shm_unlink before exiting")
+        .hint(format!(
+            "remove the name with {} before exiting",
+            calls_of(session).remove
+        ))
         .runs(runs));
     }
     let left = o.left_behind();
@@ -745,11 +787,10 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             _ => read += watch::bytes_read(io, region),
         }
     }
-    let shm_file = |name: &str| format!("/dev/shm/{}", name.trim_start_matches('/'));
-    let wpath = shm_file(&o.writer_name);
-    let rpath = shm_file(&o.reader_name);
-    let is_w = |p: &str| p.trim_end_matches(" (deleted)") == wpath;
-    let is_r = |p: &str| p.trim_end_matches(" (deleted)") == rpath;
+    let mechanism = session.regions().mechanism;
+    let region_of = |p: &str| mechanism.traced_region(p);
+    let is_w = |p: &str| region_of(p).as_ref() == Some(&o.writer_name);
+    let is_r = |p: &str| region_of(p).as_ref() == Some(&o.reader_name);
     let wmaps = wt.mmaps(&is_w);
     let rmaps = rt.mmaps(&is_r);
     let reader_creates = rt
@@ -765,7 +806,10 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
         rt.opens(&is_r).len(),
         describe_maps(&rmaps)
     );
-    let expected = "writer: shm_open, then mmap MAP_SHARED and PROT_WRITE, message stored in the mapping; reader: shm_open without O_CREAT, mmap MAP_SHARED, message read from the mapping".to_string();
+    let open = calls_of(session).open;
+    let expected = format!(
+        "writer: {open}, then mmap MAP_SHARED and PROT_WRITE, message stored in the mapping; reader: {open} without O_CREAT, mmap MAP_SHARED, message read from the mapping"
+    );
     let fail = |message: &str, hint: &str| {
         Ok(Verdict::fail(message)
             .expected(expected.clone())
@@ -786,7 +830,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     if wt.opens(&is_w).is_empty() {
         return fail(
             "the writer never opened the region as shared memory",
-            "create it with shm_open; a plain file or a pipe is not shared memory",
+            &format!("create it with {open}; a plain file or a pipe is not shared memory"),
         );
     }
     if !wmaps.iter().any(|m| m.shared && m.writable) {
@@ -804,10 +848,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             "copy the message into the mapped memory",
         );
     }
-    let named = |p: &str| {
-        let p = p.trim_end_matches(" (deleted)");
-        p == wpath || p == rpath
-    };
+    let named = |p: &str| is_w(p) || is_r(p);
     for (who, trace) in [("writer", wt), ("reader", rt)] {
         if let Some((call, new)) = trace.new_names(&named).first() {
             return fail(
@@ -819,7 +860,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     if rt.opens(&is_r).is_empty() {
         return fail(
             "the reader never opened the region as shared memory",
-            "open it with shm_open(name, O_RDONLY, 0)",
+            &format!("open it with {}", calls_of(session).open_read_only),
         );
     }
     if reader_creates {
@@ -856,11 +897,12 @@ pub fn large(session: &mut Session, check: &CheckConfig) -> Result<Verdict, Grad
     p.hold = false;
     // A machine whose region file system is smaller than the region from
     // the start cannot run this check: the grader's limitation.
-    if let Ok((total, _)) = crate::observe::region::capacity(session.shm_dir())
+    if let Ok((total, _)) = session.regions().capacity()
         && total < p.size
     {
         return Ok(Verdict::unavailable(format!(
-            "this machine's /dev/shm holds {} MiB, less than the {} MiB region (give it more room, e.g. docker run --shm-size=1g)",
+            "this machine's {} holds {} MiB, less than the {} MiB region (give it more room, e.g. docker run --shm-size=1g)",
+            place_shown(session),
             total >> 20,
             p.size >> 20
         )));

@@ -1,6 +1,6 @@
 //! Evidence of real mappings, from strace. A program is run under
 //! `strace -f -y`: every file descriptor argument is printed with the path
-//! it refers to (`3</dev/shm/MySharedMemory>`), so each mmap is tied to the
+//! it refers to (`3</work/datafile.bin>`), so each mmap is tied to the
 //! file it touched without following descriptors by hand. `--seccomp-bpf`
 //! keeps tracing cheap: untraced system calls never stop. Only calls a
 //! program makes a few of are traced (opens, mappings, sizes, names);
@@ -283,8 +283,9 @@ impl Trace {
             .collect()
     }
 
-    /// Paths of shared memory objects opened (anything under /dev/shm).
-    pub fn shm_opens(&self) -> Vec<String> {
+    /// Every path the program opened, once each, in order (the IPC
+    /// mechanism tells which of them are regions).
+    pub fn opened_paths(&self) -> Vec<String> {
         let mut found = Vec::new();
         for c in &self.calls {
             let path = match c.name.as_str() {
@@ -292,7 +293,7 @@ impl Trace {
                 "openat" | "openat2" => c.string_arg(1),
                 _ => None,
             };
-            if let Some(p) = path.filter(|p| p.starts_with("/dev/shm/"))
+            if let Some(p) = path
                 && !found.iter().any(|f| f == p)
             {
                 found.push(p.to_string());
@@ -407,7 +408,7 @@ mod tests {
         assert_eq!(trace.opens(&shm).len(), 1);
         assert!(trace.opens(&shm)[0].0.contains("O_CREAT"));
         assert_eq!(
-            trace.shm_opens(),
+            trace.opened_paths(),
             vec!["/dev/shm/MySharedMemory".to_string()]
         );
     }

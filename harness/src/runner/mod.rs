@@ -10,12 +10,16 @@
 
 mod capture;
 pub mod resolve;
-#[cfg(unix)]
-mod unix;
+// What is really the operating system's (process groups, /proc, waitid,
+// limits): one file per OS, Linux the one there is (the sandbox needs its
+// mounts and namespaces anyway).
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod os;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, channel};
@@ -28,12 +32,11 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::init::InitStatus;
 
 pub use capture::{Capture, Captured};
-pub use resolve::StartError;
-#[cfg(unix)]
-pub use unix::{
+pub use os::{
     Confinement, Limits, SIGBUS, SIGINT, SIGKILL, SIGSEGV, SIGTERM, SIGXCPU, SIGXFSZ,
     become_subreaper, peak_rss_kib, signal_name, signal_process,
 };
+pub use resolve::StartError;
 
 /// How much of each stream is kept; the rest is only counted.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -62,10 +65,10 @@ pub fn abort_all(reason: &str) {
         .get_or_insert_with(|| reason.to_string());
     ABORTED.notify_all();
     for &pid in live().iter() {
-        for p in unix::process_tree(pid) {
-            unix::signal_process(p, SIGKILL);
+        for p in os::process_tree(pid) {
+            os::signal_process(p, SIGKILL);
         }
-        unix::signal_group(pid, SIGKILL);
+        os::signal_group(pid, SIGKILL);
     }
 }
 
@@ -154,12 +157,68 @@ pub struct RunRecord {
     pub limits_hit: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExitRecord {
-    pub code: Option<i32>,
-    pub signal: Option<String>,
-    pub timeout: bool,
-    pub stopped_by_grader: bool,
+/// How a run ended, as reports keep it. Written in JSON as the flat
+/// record of schema version 2 (`code`, `signal`, `timeout`,
+/// `stopped_by_grader`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ExitFields", from = "ExitFields")]
+pub enum ExitRecord {
+    Exited(i32),
+    /// Killed by the signal of that name.
+    Signalled(String),
+    /// Still running at its deadline, and stopped.
+    TimedOut,
+    /// Stopped by the grader once it had what it needed.
+    StoppedByGrader,
+    /// It never ran.
+    NotStarted,
+}
+
+/// [`ExitRecord`] as the JSON schema has it.
+#[derive(Serialize, Deserialize)]
+struct ExitFields {
+    code: Option<i32>,
+    signal: Option<String>,
+    timeout: bool,
+    stopped_by_grader: bool,
+}
+
+impl From<ExitRecord> for ExitFields {
+    fn from(exit: ExitRecord) -> ExitFields {
+        let mut fields = ExitFields {
+            code: None,
+            signal: None,
+            timeout: false,
+            stopped_by_grader: false,
+        };
+        match exit {
+            ExitRecord::Exited(code) => fields.code = Some(code),
+            ExitRecord::Signalled(name) => fields.signal = Some(name),
+            ExitRecord::TimedOut => fields.timeout = true,
+            ExitRecord::StoppedByGrader => fields.stopped_by_grader = true,
+            ExitRecord::NotStarted => {}
+        }
+        fields
+    }
+}
+
+impl From<ExitFields> for ExitRecord {
+    fn from(f: ExitFields) -> ExitRecord {
+        match f {
+            ExitFields { timeout: true, .. } => ExitRecord::TimedOut,
+            ExitFields {
+                stopped_by_grader: true,
+                ..
+            } => ExitRecord::StoppedByGrader,
+            ExitFields {
+                signal: Some(name), ..
+            } => ExitRecord::Signalled(name),
+            ExitFields {
+                code: Some(code), ..
+            } => ExitRecord::Exited(code),
+            _ => ExitRecord::NotStarted,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,16 +230,12 @@ pub struct StreamRecord {
 impl RunRecord {
     /// How the run ended, in words: "exit 0", "killed by SIGBUS"...
     pub fn describe_exit(&self) -> String {
-        if self.exit.timeout {
-            "timed out".to_string()
-        } else if self.exit.stopped_by_grader {
-            "stopped by the grader".to_string()
-        } else if let Some(sig) = &self.exit.signal {
-            format!("killed by {sig}")
-        } else if let Some(code) = self.exit.code {
-            format!("exit {code}")
-        } else {
-            "did not start".to_string()
+        match &self.exit {
+            ExitRecord::TimedOut => "timed out".to_string(),
+            ExitRecord::StoppedByGrader => "stopped by the grader".to_string(),
+            ExitRecord::Signalled(sig) => format!("killed by {sig}"),
+            ExitRecord::Exited(code) => format!("exit {code}"),
+            ExitRecord::NotStarted => "did not start".to_string(),
         }
     }
 }
@@ -286,8 +341,8 @@ pub struct Running {
     stdin_inode: Option<u64>,
     stdout: Capture,
     stderr: Capture,
-    exits: Receiver<unix::RawExit>,
-    exit: Option<unix::RawExit>,
+    exits: Receiver<os::RawExit>,
+    exit: Option<os::RawExit>,
     started: Instant,
     ended: Option<Instant>,
     _handle: Arc<duct::Handle>,
@@ -361,7 +416,7 @@ fn spawn(spec: Spec) -> std::io::Result<Running> {
     let limits = spec.limits;
     let confine = spec.confine.clone();
     let expr = expr.before_spawn(move |cmd| {
-        unix::prepare(cmd, limits, &confine, status_fd);
+        os::prepare(cmd, limits, &confine, status_fd);
         Ok(())
     });
     let started = Instant::now();
@@ -385,7 +440,7 @@ fn spawn(spec: Spec) -> std::io::Result<Running> {
     let (tx, exits) = channel();
     let reaper = handle.clone();
     thread::spawn(move || {
-        if let Ok(exit) = unix::wait_exit(pid) {
+        if let Ok(exit) = os::wait_exit(pid) {
             let _ = tx.send(exit);
         }
         let _ = reaper.wait(); // now reap it
@@ -473,14 +528,14 @@ impl Running {
     pub fn signal(&self, signal: i32) {
         if self.exit.is_none() {
             for p in learner_processes(self.pid) {
-                unix::signal_process(p, signal);
+                os::signal_process(p, signal);
             }
         }
     }
 
     /// Whether it sits blocked reading its stdin (waiting for release).
     pub fn waiting_for_stdin(&self) -> bool {
-        self.exit.is_none() && unix::waiting_for_stdin(self.pid)
+        self.exit.is_none() && os::waiting_for_stdin(self.pid)
     }
 
     /// Peak resident memory so far, while it is alive.
@@ -512,7 +567,7 @@ impl Running {
     /// could reach its CPU limit within another deadline: computing, not
     /// waiting.
     fn computing(&self) -> bool {
-        let cpu = unix::cpu_time(self.pid);
+        let cpu = os::cpu_time(self.pid);
         let limit = Duration::from_secs(self.spec.limits.cpu_secs);
         limit <= self.spec.timeout && cpu * 5 >= self.started.elapsed()
     }
@@ -535,27 +590,31 @@ impl Running {
     /// counted and killed, and the output collected.
     fn end(mut self, forced: Option<Ending>) -> Finished {
         if forced.is_some() {
-            unix::signal_group(self.pid, SIGTERM);
+            os::signal_group(self.pid, SIGTERM);
             if !self.wait_exit(GRACE) {
-                unix::signal_group(self.pid, SIGKILL);
+                os::signal_group(self.pid, SIGKILL);
                 self.wait_exit(Duration::from_secs(5));
             }
         }
         self.stdin = None;
-        let left = unix::group_members(self.pid, self.pid);
+        let left = os::group_members(self.pid, self.pid);
         if !left.is_empty() {
-            unix::signal_group(self.pid, SIGKILL);
+            os::signal_group(self.pid, SIGKILL);
         }
         // Orphans that escaped the group (setsid, double fork) were
         // re-parented to the grader: kill and reap them.
-        let escaped = unix::sweep_orphans(&live());
+        let escaped = os::sweep_orphans(&live());
         // Inside a sandbox, its init reports what the program left behind,
         // and how it really ended (the sandbox turns a signal into 128+N),
         // or why it could not start it.
         let mut in_sandbox = 0;
         let mut not_started = None;
         let mut io = None;
-        match self.status.take().and_then(read_status) {
+        match self
+            .status
+            .take()
+            .and_then(|pipe| InitStatus::read(pipe, Duration::from_secs(1)))
+        {
             Some(InitStatus::Ended {
                 left,
                 code,
@@ -596,14 +655,22 @@ impl Running {
         let record = RunRecord {
             role: self.spec.role.clone(),
             argv: self.spec.shown.clone(),
-            exit: ExitRecord {
-                code: raw.and_then(|e| e.code).filter(|_| forced.is_none()),
-                signal: raw
-                    .and_then(|e| e.signal)
-                    .filter(|_| forced.is_none())
-                    .map(signal_name),
-                timeout: forced == Some(Ending::TimedOut),
-                stopped_by_grader: forced == Some(Ending::Stopped),
+            exit: match (forced, raw) {
+                (Some(Ending::TimedOut), _) => ExitRecord::TimedOut,
+                (Some(_), _) => ExitRecord::StoppedByGrader,
+                (
+                    None,
+                    Some(os::RawExit {
+                        signal: Some(sig), ..
+                    }),
+                ) => ExitRecord::Signalled(signal_name(sig)),
+                (
+                    None,
+                    Some(os::RawExit {
+                        code: Some(code), ..
+                    }),
+                ) => ExitRecord::Exited(code),
+                (None, _) => ExitRecord::NotStarted,
             },
             stdout: StreamRecord::from(&stdout),
             stderr: StreamRecord::from(&stderr),
@@ -629,7 +696,7 @@ impl Drop for Running {
         // A run dropped without finish() (a panic, an early return) must not
         // leave its processes behind.
         if self.exit.is_none() && self.exits.try_recv().is_err() {
-            unix::signal_group(self.pid, SIGKILL);
+            os::signal_group(self.pid, SIGKILL);
         }
     }
 }
@@ -654,15 +721,20 @@ pub fn register_helper(path: &Path) {
     }
 }
 
+/// Names of the files the grader's own machinery runs around a learner's
+/// program: the sandbox and the tracer. Each target adds its own.
+const MACHINERY: &[&str] = &["bwrap", "strace"];
+
 /// The processes under `root` that are the learner's: not the sandbox, not
-/// the tracer, not labgrade's own helper (recognised by the file they run,
-/// whatever path the sandbox shows it under).
+/// the tracer, not a target's machinery, not labgrade's own helper
+/// (recognised by the file they run, whatever path the sandbox shows it
+/// under).
 fn learner_processes(root: u32) -> Vec<u32> {
     if let Ok(exe) = std::env::current_exe() {
         register_helper(&exe);
     }
     let helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    unix::process_tree(root)
+    os::process_tree(root)
         .into_iter()
         .filter(|&p| {
             let exe = PathBuf::from(format!("/proc/{p}/exe"));
@@ -672,8 +744,8 @@ fn learner_processes(root: u32) -> Vec<u32> {
                 .and_then(|n| n.file_name())
                 .and_then(|n| n.to_str())
                 .unwrap_or("");
-            name != "bwrap"
-                && name != "strace"
+            !MACHINERY.contains(&name)
+                && !crate::target::infrastructure().any(|n| n == name)
                 && identity(&exe).is_some_and(|id| !helpers.contains(&id))
         })
         .collect()
@@ -682,7 +754,7 @@ fn learner_processes(root: u32) -> Vec<u32> {
 /// Which limits a finished run ran into.
 fn limits_hit(
     spec: &Spec,
-    raw: Option<unix::RawExit>,
+    raw: Option<os::RawExit>,
     stdout: &Captured,
     stderr: &Captured,
 ) -> Vec<Limit> {
@@ -741,32 +813,27 @@ fn oom_killed(dir: &std::path::Path) -> bool {
     })
 }
 
-/// Reads the sandbox init's report (one JSON [`InitStatus`]), waiting at
-/// most a moment for it. Nothing at all means the program was exec'd and
-/// init had nothing to say.
-fn read_status(mut pipe: os_pipe::PipeReader) -> Option<InitStatus> {
-    // SAFETY: making our own pipe end non-blocking.
-    unsafe {
-        let fd = pipe.as_raw_fd();
-        libc::fcntl(
-            fd,
-            libc::F_SETFL,
-            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ending_keeps_the_flat_json_record_of_schema_2() {
+        let json = serde_json::to_value(ExitRecord::Signalled("SIGBUS".into())).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"code": null, "signal": "SIGBUS", "timeout": false, "stopped_by_grader": false})
         );
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut text = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) if text.len() < 256 * 1024 => text.extend_from_slice(&buf[..n]),
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => break,
+        for exit in [
+            ExitRecord::Exited(3),
+            ExitRecord::Signalled("SIGKILL".into()),
+            ExitRecord::TimedOut,
+            ExitRecord::StoppedByGrader,
+            ExitRecord::NotStarted,
+        ] {
+            let back: ExitRecord =
+                serde_json::from_value(serde_json::to_value(&exit).unwrap()).unwrap();
+            assert_eq!(back, exit);
         }
     }
-    serde_json::from_slice(&text).ok()
 }

@@ -10,7 +10,7 @@
 //! killed since. It ends as the program ended.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitCode};
@@ -41,6 +41,51 @@ pub enum InitStatus {
     },
 }
 
+/// How much of a status the reading side takes at most.
+const STATUS_LIMIT: usize = 256 * 1024;
+
+impl InitStatus {
+    /// The init's side: the status, as one JSON value, on `out` (written
+    /// once, before the init exits).
+    pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *out, self)?;
+        out.flush()
+    }
+
+    /// The grader's side: the status from the pipe's read end, waiting at
+    /// most `patience` for the init to finish writing it. None if the init
+    /// wrote nothing readable (it was killed, or never ran).
+    pub fn read(mut pipe: impl Read + AsRawFd, patience: std::time::Duration) -> Option<Self> {
+        // SAFETY: making our own pipe end non-blocking.
+        unsafe {
+            let fd = pipe.as_raw_fd();
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+            );
+        }
+        let deadline = std::time::Instant::now() + patience;
+        let mut text = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) if text.len() < STATUS_LIMIT => text.extend_from_slice(&buf[..n]),
+                Ok(_) => break,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(_) => break,
+            }
+        }
+        serde_json::from_slice(&text).ok()
+    }
+}
+
 /// How the init runs its program.
 pub struct InitOptions<'a> {
     /// "UID:GID" to run the program as.
@@ -68,8 +113,7 @@ pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
         if let Some(fd) = opts.status_fd {
             // SAFETY: fd was handed to us for exactly this; written once.
             let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-            let _ = serde_json::to_writer(&mut *pipe, status);
-            let _ = pipe.flush();
+            let _ = status.write(&mut *pipe);
         }
     };
     let not_started = |error: StartError| {

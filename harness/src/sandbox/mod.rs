@@ -3,10 +3,12 @@
 //!
 //! - `full`: bubblewrap puts each process in private PID, network, IPC,
 //!   UTS and mount namespaces: the system read-only, a private /tmp, its own
-//!   working directory, and this grading's shm directory (a size-bounded
-//!   tmpfs) as /dev/shm. As root, learner code runs as an unprivileged uid.
+//!   working directory, and this grading's own region place (a
+//!   size-bounded tmpfs, bound where the IPC mechanism wants it). As root,
+//!   learner code runs as an unprivileged uid.
 //! - `uid`: root without namespaces (a container such as Gradescope's):
-//!   learner code runs as an unprivileged uid; /dev/shm is the machine's.
+//!   learner code runs as an unprivileged uid; the region place is the
+//!   machine's.
 //! - `minimal`: process groups and limits only, and a lock per region name.
 //!
 //! Every level adds per-process limits, cgroups where writable, and the
@@ -21,7 +23,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::observe::region::SYSTEM_SHM_DIR;
+use crate::ipc::{Mechanism, Place, Share};
 use crate::runner::{Confinement, Spec};
 
 pub use cgroup::Cgroups;
@@ -123,19 +125,27 @@ pub struct Sandbox {
     init: PathBuf,
 }
 
+/// Where regions live machine-wide, for notes on what learner code shares.
+pub fn system_place() -> String {
+    crate::ipc::default_mechanism()
+        .system_dir()
+        .display()
+        .to_string()
+}
+
 /// One grading's place: its directories and how its regions are kept.
 pub struct Area {
     pub dir: PathBuf,
-    /// Where regions appear as files for this grading.
-    pub shm_dir: PathBuf,
-    /// Whether `shm_dir` is this grading's alone (so no locks are needed).
-    pub private_shm: bool,
+    /// The IPC mechanism this grading's pairs use, and where its regions
+    /// live: every program of the grading is given what it shares.
+    pub mechanism: &'static dyn Mechanism,
+    pub place: Place,
     /// This grading's reference token, and the owner-only file holding it
     /// (in the run's `.grader/`, never given to the learner, never bound
     /// into a learner's sandbox).
     ref_token: String,
     ref_token_file: PathBuf,
-    /// What of `shm_dir` goes when the grading ends.
+    /// What of the region place goes when the grading ends.
     cleanup_shm: ShmCleanup,
     /// The run's bounded storage (a tmpfs over `dir`), where there is one.
     storage: Option<PathBuf>,
@@ -150,9 +160,9 @@ impl Area {
 
 /// How a grading's shm directory is taken away when it ends.
 enum ShmCleanup {
-    /// It is the machine's /dev/shm: nothing to take.
+    /// It is the machine's region place: nothing to take.
     Nothing,
-    /// A directory of this grading's in the machine's /dev/shm.
+    /// A directory of this grading's in the machine's region place.
     Remove(PathBuf),
     /// A tmpfs mounted for this grading: unmounted (with what is in it), so
     /// the run directory around it can be removed.
@@ -256,16 +266,17 @@ impl Sandbox {
                 sandbox.level = Level::Full;
                 sandbox.bwrap = bwrap;
                 if !private_mounts {
-                    notes.push(
-                        "regions live in a directory of the machine's /dev/shm, bounded only by it"
-                            .into(),
-                    );
+                    notes.push(format!(
+                        "regions live in a directory of the machine's {}, bounded only by it",
+                        system_place()
+                    ));
                 }
             }
             Err(ref why) if root && max >= Level::Uid => {
                 sandbox.level = Level::Uid;
                 notes.push(format!(
-                    "no namespaces ({why}): shared /tmp and /dev/shm, a lock per region name"
+                    "no namespaces ({why}): shared /tmp and {}, a lock per region name",
+                    system_place()
                 ));
             }
             Err(ref why) => {
@@ -362,7 +373,12 @@ impl Sandbox {
     }
 
     /// Sets up one grading's area in `dir`.
-    pub fn area(&self, dir: &Path, private_mounts: bool) -> std::io::Result<Area> {
+    pub fn area(
+        &self,
+        dir: &Path,
+        private_mounts: bool,
+        mechanism: &'static dyn Mechanism,
+    ) -> std::io::Result<Area> {
         // Without namespaces learner code sees the run where it is: every
         // directory above it must let others pass.
         if self.level != Level::Full
@@ -409,13 +425,16 @@ impl Sandbox {
                     mount_tmpfs(&shm, BUDGET.shm_bytes, 0o700)?;
                     (shm.clone(), ShmCleanup::Unmount(shm))
                 } else {
-                    let shm = crate::state::run_dir(Path::new(SYSTEM_SHM_DIR))?.keep();
+                    let shm = crate::state::run_dir(mechanism.system_dir())?.keep();
                     (shm.clone(), ShmCleanup::Remove(shm))
                 };
                 Area {
                     dir: dir.to_path_buf(),
-                    shm_dir,
-                    private_shm: true,
+                    mechanism,
+                    place: Place {
+                        dir: shm_dir,
+                        private: true,
+                    },
                     ref_token,
                     ref_token_file,
                     cleanup_shm,
@@ -426,8 +445,11 @@ impl Sandbox {
                 self.open_for_learner(dir)?;
                 Area {
                     dir: dir.to_path_buf(),
-                    shm_dir: PathBuf::from(SYSTEM_SHM_DIR),
-                    private_shm: false,
+                    mechanism,
+                    place: Place {
+                        dir: mechanism.system_dir().to_path_buf(),
+                        private: false,
+                    },
                     ref_token,
                     ref_token_file,
                     cleanup_shm: ShmCleanup::Nothing,
@@ -435,7 +457,9 @@ impl Sandbox {
                 }
             }
         };
-        self.give(&area.shm_dir)?;
+        if area.place.private {
+            self.give(&area.place.dir)?;
+        }
         Ok(area)
     }
 
@@ -455,18 +479,18 @@ impl Sandbox {
     }
 
     /// Removes what this grading left in the system: its cgroups and,
-    /// where learner code shared the machine's /tmp and /dev/shm (the uid
-    /// level), whatever its uid left there (a slot's uid is one grading's
-    /// at a time).
-    pub fn finish(&self) {
+    /// where learner code shared the machine's /tmp and region place (the
+    /// uid level), whatever its uid left there (a slot's uid is one
+    /// grading's at a time).
+    pub fn finish(&self, mechanism: &dyn Mechanism) {
         if let Some(cg) = &self.cgroups {
             cg.clean();
         }
         if self.level == Level::Uid
             && let Some((uid, _)) = self.uid
         {
-            for dir in [SYSTEM_SHM_DIR, "/tmp"] {
-                remove_owned_by(Path::new(dir), uid);
+            for dir in [mechanism.system_dir(), Path::new("/tmp")] {
+                remove_owned_by(dir, uid);
             }
         }
     }
@@ -476,9 +500,6 @@ impl Sandbox {
         let Some((uid, gid)) = self.uid else {
             return Ok(());
         };
-        if path.starts_with(SYSTEM_SHM_DIR) && path == Path::new(SYSTEM_SHM_DIR) {
-            return Ok(());
-        }
         chown_tree(path, uid, gid)
     }
 
@@ -565,8 +586,16 @@ impl Sandbox {
         // host's modes (often 0700): make these ones explicitly.
         arg(&["--perms", "0755", "--dir", SANDBOX_ROOT]);
         arg(&["--perms", "0755", "--dir", &format!("{SANDBOX_ROOT}/prog")]);
-        let shm = area.shm_dir.display().to_string();
-        arg(&["--bind", &shm, "/dev/shm"]);
+        // What the pair's mechanism needs in common (the region place).
+        for share in area.mechanism.shares(&area.place) {
+            match share {
+                Share::Dir { host, inside } => arg(&[
+                    "--bind",
+                    &host.display().to_string(),
+                    &inside.display().to_string(),
+                ]),
+            }
+        }
         let inside = |name: &str| format!("{SANDBOX_ROOT}/{name}");
         // The init (and reference peers): as root, a copy only root may read
         // or run, so learner code can run the grader in no mode.

@@ -23,23 +23,16 @@ use crate::error::{Error, Result};
 /// The lab's region name on Windows: a name in this session's namespace.
 pub const DEFAULT_NAME: &str = "Local\\MySharedMemory";
 
-/// Longest name Windows accepts for a mapping object.
-const MAX_PATH: usize = 260;
-
-/// A name is an optional `Local\` or `Global\` namespace, then at least one
-/// character, no further backslash, and at most MAX_PATH characters in all.
+/// A Windows mapping name ([`crate::names::is_windows`]).
 pub fn check_name(name: &str) -> Result<()> {
-    let rest = name
-        .strip_prefix("Local\\")
-        .or_else(|| name.strip_prefix("Global\\"))
-        .unwrap_or(name);
-    if rest.is_empty() || rest.contains(['\\', '\0']) || name.chars().count() > MAX_PATH {
-        return Err(Error::usage(format!(
-            "invalid region name {name:?}: use a name without backslashes, optionally \
-             after Local\\ or Global\\, such as {DEFAULT_NAME}"
-        )));
+    if crate::names::is_windows(name) {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "invalid region name {name:?}: {}",
+            crate::names::WINDOWS_RULE
+        )))
     }
-    Ok(())
 }
 
 /// A NUL-terminated UTF-16 copy of `name`, as the `...W` functions want.

@@ -180,7 +180,6 @@ pub fn wait_exit(pid: u32) -> io::Result<RawExit> {
 /// `waitid(P_PID, pid, WEXITED | WNOWAIT)`. Linux's system call takes a
 /// fifth argument, a struct rusage, and fills it even with WNOWAIT: the peak
 /// memory of a process that is still a zombie. Returns whether it did.
-#[cfg(target_os = "linux")]
 fn waitid_nowait(
     pid: u32,
     info: &mut libc::siginfo_t,
@@ -204,28 +203,6 @@ fn waitid_nowait(
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn waitid_nowait(
-    pid: u32,
-    info: &mut libc::siginfo_t,
-    _usage: &mut libc::rusage,
-) -> io::Result<bool> {
-    // SAFETY: `info` is valid for the call.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            info,
-            libc::WEXITED | libc::WNOWAIT,
-        )
-    };
-    if rc == 0 {
-        Ok(false)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Sends `signal` to every process in the group `pgid`.
 pub fn signal_group(pgid: u32, signal: i32) {
     if let (Some(pid), Some(sig)) = (pid(pgid), Signal::from_named_raw(signal)) {
@@ -242,7 +219,6 @@ pub const SIGKILL: i32 = libc::SIGKILL;
 pub const SIGINT: i32 = libc::SIGINT;
 
 /// Live (not zombie) processes in the group `pgid`, other than `except`.
-#[cfg(target_os = "linux")]
 pub fn group_members(pgid: u32, except: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -256,19 +232,8 @@ pub fn group_members(pgid: u32, except: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Live processes in the group `pgid`: on systems without /proc, only
-/// whether there is any is known.
-#[cfg(not(target_os = "linux"))]
-pub fn group_members(pgid: u32, _except: u32) -> Vec<u32> {
-    match pid(pgid).map(rustix::process::test_kill_process_group) {
-        Some(Ok(())) => vec![pgid],
-        _ => Vec::new(),
-    }
-}
-
 /// Whether `pid`, or a process below it (a program run under strace), is
 /// blocked reading its standard input: a writer waiting for its release.
-#[cfg(target_os = "linux")]
 pub fn waiting_for_stdin(pid: u32) -> bool {
     // The number of read(2) in /proc/PID/syscall.
     #[cfg(target_arch = "x86_64")]
@@ -285,13 +250,7 @@ pub fn waiting_for_stdin(pid: u32) -> bool {
     })
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn waiting_for_stdin(_pid: u32) -> bool {
-    false
-}
-
 /// `pid` and every live process below it, parents first.
-#[cfg(target_os = "linux")]
 pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut tree = Vec::new();
     let mut todo = vec![pid];
@@ -308,22 +267,11 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     tree
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    vec![pid]
-}
-
 /// Makes this process the reaper of its orphaned descendants, so that a
 /// learner process that double-forks or calls setsid() is re-parented here
 /// and can be found and killed.
-#[cfg(target_os = "linux")]
 pub fn become_subreaper() -> io::Result<()> {
     rustix::process::set_child_subreaper(rustix::process::getpid().into())?;
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn become_subreaper() -> io::Result<()> {
     Ok(())
 }
 
@@ -331,7 +279,6 @@ pub fn become_subreaper() -> io::Result<()> {
 /// that are not among `known` (children the runner started and is waiting
 /// for, never touched here). Each is reaped by its own pid, so no other
 /// child's exit status is ever taken. Returns how many were still alive.
-#[cfg(target_os = "linux")]
 pub fn sweep_orphans(known: &HashSet<u32>) -> u32 {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -358,11 +305,6 @@ pub fn sweep_orphans(known: &HashSet<u32>) -> u32 {
     alive
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn sweep_orphans(_known: &HashSet<u32>) -> u32 {
-    0
-}
-
 /// State letter, parent pid and process group from /proc/PID/stat.
 fn stat_fields(pid: u32) -> Option<(String, u32, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -384,7 +326,6 @@ pub fn signal_process(target: u32, signal: i32) {
 
 /// CPU time (user and system, its own and its reaped children's) used so
 /// far by `pid` and every live process below it.
-#[cfg(target_os = "linux")]
 pub fn cpu_time(pid: u32) -> std::time::Duration {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
@@ -408,24 +349,13 @@ pub fn cpu_time(pid: u32) -> std::time::Duration {
     std::time::Duration::from_millis(total * 1000 / ticks)
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn cpu_time(_pid: u32) -> std::time::Duration {
-    std::time::Duration::ZERO
-}
-
 /// Peak resident memory (VmHWM) of a live process, in KiB.
-#[cfg(target_os = "linux")]
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn peak_rss_kib(_pid: u32) -> Option<u64> {
-    None
 }
 
 /// A signal's conventional name, like `SIGBUS`.
