@@ -413,17 +413,7 @@ fn prepare_grading() -> bool {
 
 /// The rubric FILE (or the built-in one) and its text.
 fn load_rubric_text(path: Option<&std::path::Path>) -> Result<(Rubric, String), String> {
-    match path {
-        Some(path) => {
-            let rubric = Rubric::load(path).map_err(|e| format!("bad rubric: {e}"))?;
-            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-            Ok((rubric, text))
-        }
-        None => Ok((
-            Rubric::default_rubric(),
-            crate::rubric::DEFAULT_RUBRIC.to_string(),
-        )),
-    }
+    Rubric::load_with_text(path).map_err(|e| format!("bad rubric: {e}"))
 }
 
 fn doctor_command(args: DoctorArgs) -> ExitCode {
@@ -458,12 +448,9 @@ fn doctor_command(args: DoctorArgs) -> ExitCode {
 
 fn grade_command(args: GradeArgs) -> ExitCode {
     let private_mounts = prepare_grading();
-    let rubric = match &args.rubric {
-        Some(path) => match Rubric::load(path) {
-            Ok(r) => r,
-            Err(e) => return cannot(format!("bad rubric: {e}")),
-        },
-        None => Rubric::default_rubric(),
+    let rubric = match Rubric::load_or_default(args.rubric.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return cannot(format!("bad rubric: {e}")),
     };
     let options = Options {
         only: args.only,

@@ -10,10 +10,10 @@ use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
 use crate::build::{self, ToolCheck};
-use crate::observe::trace::Tracer;
+use crate::observe::trace::{Tracer, Untraceable};
 use crate::rubric::{Kind, Rubric};
 use crate::runner::StartError;
-use crate::sandbox::{BUDGET, Level, Sandbox};
+use crate::sandbox::{BUDGET, Level, NotFull, Sandbox};
 use crate::tools;
 
 /// How a finding came out.
@@ -105,7 +105,11 @@ fn isolation(sandbox: &Sandbox, require: Option<Level>) -> Finding {
         Some(uid) => format!("learner code runs as uid {uid}"),
         None => "learner code runs as the grader's own user".to_string(),
     };
-    let why = sandbox.why_not_full.as_deref().unwrap_or("");
+    let why = sandbox
+        .why_not_full
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let (state, detail, fix) = match sandbox.level {
         Level::Full => (
             State::Ok,
@@ -147,8 +151,8 @@ fn isolation(sandbox: &Sandbox, require: Option<Level>) -> Finding {
 }
 
 fn full_fix(sandbox: &Sandbox) -> String {
-    match sandbox.why_not_full.as_deref() {
-        Some(why) if why.contains("not installed") => {
+    match sandbox.why_not_full {
+        Some(NotFull::NoBubblewrap) => {
             format!("for full isolation, {}", tools::how_to_install("bwrap"))
         }
         _ => "for full isolation, run as root, or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 kernel.apparmor_restrict_unprivileged_userns=0); a container needs them allowed by its seccomp profile".to_string(),
@@ -158,14 +162,13 @@ fn full_fix(sandbox: &Sandbox) -> String {
 fn bubblewrap(sandbox: &Sandbox) -> Finding {
     match (sandbox.level, &sandbox.why_not_full) {
         (Level::Full, _) => finding("bubblewrap", State::Ok, "works: namespaces can be made"),
-        (_, Some(why)) if why.contains("not installed") => {
-            finding("bubblewrap", State::Missing, "not installed")
-                .fix(tools::how_to_install("bwrap"))
-        }
+        (_, Some(NotFull::NoBubblewrap)) => finding("bubblewrap", State::Missing, "not installed")
+            .fix(tools::how_to_install("bwrap")),
         (_, why) => finding(
             "bubblewrap",
             State::Missing,
-            why.clone().unwrap_or_else(|| "not used".into()),
+            why.as_ref()
+                .map_or_else(|| "not used".into(), ToString::to_string),
         )
         .fix(full_fix(sandbox)),
     }
@@ -220,7 +223,7 @@ fn strace(rubric: &Rubric) -> Finding {
                 if seccomp { " with a seccomp filter" } else { "" }
             ),
         ),
-        Tracer::Unavailable(why) if why.contains("not installed") => {
+        Tracer::Unavailable(Untraceable::NotInstalled) => {
             finding("strace", State::Missing, format!("not installed · {needed_by}"))
                 .fix(tools::how_to_install("strace"))
         }

@@ -45,28 +45,48 @@ impl Default for Options {
     }
 }
 
-/// Grades the submission in `dir`. An `Err` means nothing could be graded
-/// (no such directory, a check id that does not exist): a usage error.
+/// Why nothing could be graded: a usage error, or this machine's fault
+/// (never the learner's, who gets no report then).
+#[derive(Debug, thiserror::Error)]
+pub enum GradeError {
+    #[error("{}: no such directory (give the directory holding the submission's sources)", .0.display())]
+    NoDirectory(std::path::PathBuf),
+    /// A check `--only` names that the rubric does not have.
+    #[error("{0}")]
+    Selection(String),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    /// The grading's own files could not be made: what, and why.
+    #[error("cannot {what}: {source}")]
+    Setup {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GradeError {
+    let what = what.into();
+    move |source| GradeError::Setup { what, source }
+}
+
+/// Grades the submission in `dir`. An `Err` means nothing could be graded.
 pub fn grade(
     dir: &Path,
     rubric: &Rubric,
     options: &Options,
     progress: Option<&Progress>,
-) -> Result<Report, String> {
+) -> Result<Report, GradeError> {
     let started = Instant::now();
     if !dir.is_dir() {
-        return Err(format!(
-            "{}: no such directory (give the directory holding the submission's sources)",
-            dir.display()
-        ));
+        return Err(GradeError::NoDirectory(dir.to_path_buf()));
     }
-    let (to_run, to_report) = judge::selection(rubric, &options.only)?;
-    let submission_sha =
-        tree_sha256(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let (to_run, to_report) =
+        judge::selection(rubric, &options.only).map_err(GradeError::Selection)?;
+    let submission_sha = tree_sha256(dir).map_err(setup(format!("read {}", dir.display())))?;
 
-    let secret = crate::secret::Secret::load().map_err(|e| e.to_string())?;
+    let secret = crate::secret::Secret::load()?;
     let run_dir = crate::state::run_dir(&std::env::temp_dir())
-        .map_err(|e| format!("cannot create a working directory: {e}"))?;
+        .map_err(setup("create a working directory"))?;
     let mut sandbox = Sandbox::probe(options.isolation, options.slot, options.private_mounts);
     if sandbox.level == Level::Minimal {
         sandbox.notes.push(format!(
@@ -85,16 +105,16 @@ pub fn grade(
             options.private_mounts,
             crate::ipc::default_mechanism(),
         )
-        .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
+        .map_err(setup("prepare the sandbox"))?;
     let src = run_dir.path().join("submission");
     let home = run_dir.path().join("home");
-    std::fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
-    build::copy_submission(dir, &src).map_err(|e| format!("cannot copy {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&home).map_err(setup(format!("create {}", home.display())))?;
+    build::copy_submission(dir, &src).map_err(setup(format!("copy {}", dir.display())))?;
 
     let mut built = build::build(rubric, &src, &home, &sandbox, &area);
     built
         .fix_programs(&run_dir.path().join(".programs"))
-        .map_err(|e| format!("cannot keep the built programs: {e}"))?;
+        .map_err(setup("keep the built programs"))?;
     let build_info = BuildInfo {
         method: built.method.clone(),
         programs: built
@@ -177,7 +197,8 @@ pub fn grade(
         Tracer::probe(),
         seed(&submission_sha, &rubric.sha256, &secret.key),
     );
-    judge::judge(&mut session, &to_run, &mut |j| {
+    let mut experiments = crate::experiments::Experiments::default();
+    judge::judge(&mut session, &mut experiments, &to_run, &mut |j| {
         if draft.set(j)
             && let Some(p) = progress
         {

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use crate::checks::{self, Status, Verdict};
+use crate::checks::{self, Judging, Outcomes, Status, Verdict};
+use crate::experiments::{Experiments, GraderError};
 use crate::rubric::{CheckConfig, Rubric};
 use crate::runner;
 use crate::session::Session;
@@ -58,10 +59,11 @@ pub fn selection(
 /// it is made (for the provisional report).
 pub fn judge<'r>(
     session: &mut Session<'r>,
+    experiments: &mut Experiments,
     run: &HashSet<String>,
     each: &mut dyn FnMut(&Judged<'r>),
 ) {
-    let rubric = session.rubric;
+    let rubric = session.rubric();
     let mut done: HashMap<&str, (Status, bool)> = HashMap::new();
     for check in &rubric.checks {
         if !run.contains(check.id()) {
@@ -71,7 +73,7 @@ pub fn judge<'r>(
         crate::watchdog::stall_point(check.id());
         let mut verdict = match runner::aborted() {
             Some(reason) => Verdict::error(format!("not run: {reason}")),
-            None => verdict_for(session, check, &done),
+            None => verdict_for(session, experiments, check, &done),
         };
         // A check cut short by an abort says nothing about the learner.
         if verdict.status != Status::Error
@@ -103,10 +105,11 @@ pub fn judge<'r>(
 /// the learner either, and is not graded.
 fn verdict_for(
     session: &mut Session,
+    experiments: &mut Experiments,
     check: &CheckConfig,
     done: &HashMap<&str, (Status, bool)>,
 ) -> Verdict {
-    if let Some(files) = &session.build.windows_only {
+    if let Some(files) = &session.build().windows_only {
         return Verdict::error(format!(
             "this submission is written against the Windows API ({files}); it cannot be built or run here yet"
         ));
@@ -123,15 +126,17 @@ fn verdict_for(
             None => return Verdict::skipped(format!("needs {need}, which was not run")),
         }
     }
-    for program in checks::programs_needed(check.kind(), session.rubric) {
-        if session.build.program(program).is_none() {
-            if let Some(err) = &session.build.grader_error {
+    for program in checks::programs_needed(check.kind(), session.rubric()) {
+        if session.build().program(program).is_none() {
+            if let Some(err) = &session.build().grader_error {
                 return Verdict::unavailable(format!("{program} could not be built here ({err})"));
             }
             return Verdict::skipped(format!("{program} was not built"));
         }
     }
-    match catch_unwind(AssertUnwindSafe(|| checks::run(session, check))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        run_check(session, experiments, check).unwrap_or_else(Verdict::from)
+    })) {
         Ok(verdict) => verdict,
         Err(panic) => {
             let what = panic
@@ -141,6 +146,36 @@ fn verdict_for(
                 .unwrap_or("a panic");
             Verdict::error(format!("grader bug while running this check: {what}"))
         }
+    }
+}
+
+/// Makes (or recalls) the experiments `check` asks for, then judges them.
+fn run_check(
+    session: &mut Session,
+    experiments: &mut Experiments,
+    check: &CheckConfig,
+) -> Result<Verdict, GraderError> {
+    let def = checks::def(check.kind());
+    let mut rng = session.rng_for(check.id());
+    let plans = (def.plans)(&judging(session, experiments), check, &mut rng);
+    let mut outcomes = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        outcomes.push(experiments.get(session, plan)?);
+    }
+    (def.judge)(&judging(session, experiments), check, &Outcomes(outcomes))
+}
+
+/// What checks judge by, from the grading's state now.
+fn judging<'a>(session: &'a Session, experiments: &'a Experiments) -> Judging<'a> {
+    let regions = session.regions();
+    Judging {
+        rubric: session.rubric(),
+        build: session.build(),
+        mechanism: regions.mechanism,
+        learner_uid: session.learner_uid(),
+        untraceable: session.untraceable().map(ToString::to_string),
+        region_capacity: regions.capacity().ok().map(|(total, _)| total),
+        evidence: experiments.evidence(),
     }
 }
 

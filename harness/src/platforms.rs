@@ -54,18 +54,14 @@ pub fn gradescope(root: &Path, options: Options, limit: Duration) -> (ExitCode, 
         ))
     };
     let source = root.join("source/grading.toml");
-    let mut rubric = if source.is_file() {
-        match Rubric::load(&source) {
-            Ok(r) => r,
-            Err(e) => {
-                return (
-                    fail(&format!("the autograder's rubric is invalid: {e}")),
-                    None,
-                );
-            }
+    let mut rubric = match Rubric::load_or_default(source.is_file().then_some(source.as_path())) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                fail(&format!("the autograder's rubric is invalid: {e}")),
+                None,
+            );
         }
-    } else {
-        Rubric::default_rubric()
     };
     rubric.deadline = rubric.deadline.min(limit);
     let deadline = rubric.deadline;
@@ -103,7 +99,7 @@ pub fn gradescope(root: &Path, options: Options, limit: Duration) -> (ExitCode, 
         Ok(Ok(report)) => progress
             .deliver(&report, sink.as_ref())
             .unwrap_or(ExitCode::SUCCESS),
-        Ok(Err(e)) => fail(&e),
+        Ok(Err(e)) => fail(&e.to_string()),
         Err(_) => fail("the grader failed unexpectedly (a bug in labgrade)"),
     };
     (code, Some(deadline))

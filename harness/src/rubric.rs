@@ -560,6 +560,15 @@ impl Rubric {
 
     /// Reads a rubric file.
     pub fn load(path: &Path) -> Result<Rubric, RubricError> {
+        Rubric::load_with_text(Some(path)).map(|(rubric, _)| rubric)
+    }
+
+    /// The rubric file at `path`, or the built-in one without a path, with
+    /// the text it was read from: every command loads its rubric here.
+    pub fn load_with_text(path: Option<&Path>) -> Result<(Rubric, String), RubricError> {
+        let Some(path) = path else {
+            return Ok((Rubric::default_rubric(), DEFAULT_RUBRIC.to_string()));
+        };
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| RubricError {
             origin: origin.clone(),
@@ -567,7 +576,12 @@ impl Rubric {
             key: None,
             message: format!("cannot read the rubric: {err}"),
         })?;
-        Rubric::parse(&text, &origin)
+        Ok((Rubric::parse(&text, &origin)?, text))
+    }
+
+    /// The rubric file at `path`, or the built-in one.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Rubric, RubricError> {
+        Rubric::load_with_text(path).map(|(rubric, _)| rubric)
     }
 
     /// Parses and validates rubric text; `origin` names it in errors.

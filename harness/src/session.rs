@@ -1,14 +1,12 @@
-//! One grading: the rubric, the built programs, the run's directories, the
-//! seeded randomness, and the experiments already made (several checks
-//! judge the same run, so each experiment runs once).
+//! One grading's means of running programs: the rubric, the built
+//! programs, the run's directories, the sandbox and the tracer, and the
+//! grading's seed. What was made with them is the experiments' store
+//! (`experiments::Experiments`); this module knows nothing of it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::time::Duration;
 
 use crate::build::BuildResult;
-use crate::experiments::{MapfileOutcome, NoWriterOutcome, PairOutcome};
 use crate::observe::trace::Tracer;
 use crate::rubric::{Rubric, fill};
 use crate::runner::{Limits, Spec};
@@ -32,17 +30,6 @@ fn run_limits(rubric: &Rubric, timeout: Duration) -> Limits {
     }
 }
 
-/// One run of a learner's writer or reader, for the evidence checks.
-#[derive(Debug, Clone)]
-pub struct RunEvidence {
-    /// "writer" or "reader".
-    pub role: &'static str,
-    /// The region it was to use (device, inode), when the grader saw one.
-    pub region: Option<(u64, u64)>,
-    /// What the watch saw; None where it could not watch.
-    pub io: Option<crate::observe::watch::IoEvents>,
-}
-
 /// Whose program plays a part: the learner's, or the grader's reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Who {
@@ -51,28 +38,22 @@ pub enum Who {
 }
 
 pub struct Session<'r> {
-    pub rubric: &'r Rubric,
-    pub build: BuildResult,
+    rubric: &'r Rubric,
+    build: BuildResult,
     /// This grading's private directory (work dirs, traces).
-    pub run_dir: PathBuf,
+    run_dir: PathBuf,
     /// How learner code is contained, and this grading's area.
-    pub sandbox: &'r Sandbox,
-    pub area: &'r Area,
-    pub tracer: Tracer,
-    pub rng: fastrand::Rng,
+    sandbox: &'r Sandbox,
+    area: &'r Area,
+    tracer: Tracer,
+    /// The grading's seed: each check draws from its own generator seeded
+    /// from it and the check's id ([`Session::rng_for`]).
+    seed: u64,
     /// labgrade itself, which carries the reference programs.
-    pub labgrade: PathBuf,
+    labgrade: PathBuf,
     next_dir: usize,
     /// Directories made for runs, not yet discarded.
     made: Vec<PathBuf>,
-    /// mapfile's one run.
-    pub(crate) mapfile: Option<Rc<MapfileOutcome>>,
-    pub(crate) no_writer: HashMap<Duration, Rc<NoWriterOutcome>>,
-    pub(crate) pairs: HashMap<String, Rc<PairOutcome>>,
-    /// What the watch saw of every run of the learner's writer and reader,
-    /// whichever check made it: how a program uses the region is judged on
-    /// all its runs, watched or traced or not.
-    pub(crate) evidence: Vec<RunEvidence>,
 }
 
 impl<'r> Session<'r> {
@@ -91,15 +72,44 @@ impl<'r> Session<'r> {
             sandbox,
             area,
             tracer,
-            rng: fastrand::Rng::with_seed(seed),
+            seed,
             labgrade: sandbox.labgrade().to_path_buf(),
             next_dir: 0,
             made: Vec::new(),
-            mapfile: None,
-            no_writer: HashMap::new(),
-            pairs: HashMap::new(),
-            evidence: Vec::new(),
         }
+    }
+
+    /// The random generator of the check `id`: seeded from the grading's
+    /// seed and the id alone, so what one check draws does not depend on
+    /// which checks ran before it (`--only` changes nothing).
+    pub fn rng_for(&self, id: &str) -> fastrand::Rng {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(self.seed.to_le_bytes())
+            .chain_update(id.as_bytes())
+            .finalize();
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        fastrand::Rng::with_seed(u64::from_le_bytes(bytes))
+    }
+
+    pub fn rubric(&self) -> &'r Rubric {
+        self.rubric
+    }
+
+    /// What the build made.
+    pub fn build(&self) -> &BuildResult {
+        &self.build
+    }
+
+    /// The uid learner code runs as, where it is not the grader's.
+    pub fn learner_uid(&self) -> Option<u32> {
+        self.sandbox.learner_uid()
+    }
+
+    /// Why system calls cannot be traced here, if they cannot.
+    pub fn untraceable(&self) -> Option<&crate::observe::trace::Untraceable> {
+        self.tracer.unavailable_reason()
     }
 
     /// This grading's regions: its mechanism, in its place.
@@ -300,26 +310,6 @@ impl<'r> Session<'r> {
             .program(binary)
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(binary))
-    }
-
-    /// A fresh message for the reference writer: random, and never the
-    /// length of the rubric's, so a reader printing a fixed string fails.
-    pub fn random_message(&mut self) -> String {
-        const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz23456789";
-        let forbidden = self.rubric.region.message.len();
-        let max = (self.rubric.region.size.saturating_sub(1) as usize).min(30);
-        let lengths: Vec<usize> = (max.min(21)..=max).filter(|&l| l != forbidden).collect();
-        let len = if lengths.is_empty() {
-            max
-        } else {
-            lengths[self.rng.usize(..lengths.len())]
-        };
-        let mut message = String::from("Grader message ");
-        while message.len() < len {
-            message.push(ALPHABET[self.rng.usize(..ALPHABET.len())] as char);
-        }
-        message.truncate(len);
-        message
     }
 }
 

@@ -85,12 +85,9 @@ fn cannot(message: impl std::fmt::Display) -> ExitCode {
 
 pub fn run(opts: Options) -> ExitCode {
     let started = Instant::now();
-    let rubric = match &opts.rubric {
-        Some(path) => match Rubric::load(path) {
-            Ok(r) => r,
-            Err(e) => return cannot(format!("bad rubric: {e}")),
-        },
-        None => Rubric::default_rubric(),
+    let rubric = match Rubric::load_or_default(opts.rubric.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return cannot(format!("bad rubric: {e}")),
     };
     let mut found = match sources::discover(&opts.sources) {
         Ok(found) => found,

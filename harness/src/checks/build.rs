@@ -1,11 +1,17 @@
 //! `build`: every program the rubric names was built.
 
-use super::{Verdict, bounded};
+use super::{Judging, Outcomes, Verdict, bounded};
 use crate::build::Program;
-use crate::session::Session;
+use crate::experiments::GraderError;
+use crate::rubric::CheckConfig;
 
-pub fn build(session: &mut Session) -> Verdict {
-    let build = &session.build;
+/// It judges the build already made: no experiment.
+pub fn build(j: &Judging, _: &CheckConfig, _: &Outcomes) -> Result<Verdict, GraderError> {
+    Ok(verdict(j))
+}
+
+fn verdict(j: &Judging) -> Verdict {
+    let build = &j.build;
     let missing: Vec<(&String, &String)> = build
         .programs
         .iter()
@@ -45,7 +51,7 @@ pub fn build(session: &mut Session) -> Verdict {
         None => format!("make sure the {} build produces programs with exactly these names", build.method),
     };
     Verdict::fail(format!("not built: {}", names.join(", ")))
-        .expected(format!("the programs {} built", session_names(session)))
+        .expected(format!("the programs {} built", session_names(j)))
         .observed(match failed_output {
             Some(out) => format!("{}\n{}", reasons.join("\n"), bounded(&out)),
             None => reasons.join("\n"),
@@ -54,8 +60,8 @@ pub fn build(session: &mut Session) -> Verdict {
         .runs(runs)
 }
 
-fn session_names(session: &Session) -> String {
-    let p = &session.rubric.programs;
+fn session_names(j: &Judging) -> String {
+    let p = &j.rubric.programs;
     format!(
         "{}, {} and {}",
         p.mapfile.binary, p.writer.binary, p.reader.binary

@@ -1,23 +1,38 @@
 //! Exercise 1: mapfile, judged from one run in an empty directory and from
 //! datafile.bin as the grader reads it afterwards.
 
-use super::{Verdict, bounded, ending_hint, ending_summary, escaped, has_line};
-use crate::experiments::{self, FileSeen, GraderError};
+use super::{
+    Judging, Outcomes, Part, Verdict, bounded, ending_hint, ending_summary, escaped, has_line,
+};
+use crate::experiments::{FileSeen, GraderError, Plan};
 use crate::observe::watch;
+use crate::rubric::CheckConfig;
 use crate::rubric::fill;
-use crate::session::Session;
 
-fn expected_line(session: &Session) -> String {
-    let f = &session.rubric.file;
+fn expected_line(j: &Judging) -> String {
+    let f = &j.rubric.file;
     fill(&f.line, "", f.size, &f.message)
 }
 
+/// What every file check judges: mapfile's one run.
+pub fn plans(_: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
+    vec![Plan::Mapfile]
+}
+
+/// `file.uses_mmap` needs the trace too: nothing to run where there is none.
+pub fn traced_plans(j: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
+    match j.untraceable {
+        Some(_) => Vec::new(),
+        None => vec![Plan::Mapfile],
+    }
+}
+
 /// `file.runs`: exit 0 in time, without a signal.
-pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session)?;
+pub fn runs(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let out = got.mapfile(0)?;
     let run = &out.run;
     let runs = vec![run.record.clone()];
-    let timeout = session.rubric.programs.mapfile.timeout;
+    let timeout = j.rubric.programs.mapfile.timeout;
     if let Some(disk) = run
         .limits
         .iter()
@@ -26,13 +41,13 @@ pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
         return Ok(Verdict::fail("mapfile filled the grading's storage")
             .expected("datafile.bin (1024 bytes) and little else in the working directory")
             .observed(format!("{}; {disk}", run.ending.describe()))
-            .maybe_hint(ending_hint(run, "mapfile"))
+            .maybe_hint(ending_hint(run, Part::Mapfile))
             .runs(runs));
     }
     if run.ending.success() {
         return Ok(Verdict::pass(format!("exited 0 after {} ms", run.record.wall_ms)).runs(runs));
     }
-    let mut hint = ending_hint(run, "mapfile");
+    let mut hint = ending_hint(run, Part::Mapfile);
     if hint.is_none() && !run.stderr.text().trim().is_empty() {
         hint = Some("it reported an error on stderr (shown above): a system call failed".into());
     }
@@ -49,13 +64,13 @@ pub fn runs(session: &mut Session) -> Result<Verdict, GraderError> {
 }
 
 /// `file.output`: the required line on stdout.
-pub fn output(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session)?;
-    let line = expected_line(session);
+pub fn output(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let out = got.mapfile(0)?;
+    let line = expected_line(j);
     let stdout = out.run.stdout.text();
     let runs = vec![out.run.record.clone()];
-    let mode = session.rubric.output.mode;
-    let message = &session.rubric.file.message;
+    let mode = j.rubric.output.mode;
+    let message = &j.rubric.file.message;
     if has_line(&stdout, &line, mode, message) {
         return Ok(Verdict::pass("printed the line").runs(runs));
     }
@@ -78,9 +93,9 @@ pub fn output(session: &mut Session) -> Result<Verdict, GraderError> {
 }
 
 /// `file.contents`: datafile.bin as the grader reads it.
-pub fn contents(session: &mut Session) -> Result<Verdict, GraderError> {
-    let out = experiments::mapfile(session)?;
-    let f = &session.rubric.file;
+pub fn contents(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let out = got.mapfile(0)?;
+    let f = &j.rubric.file;
     let runs = vec![out.run.record.clone()];
     let expected = format!(
         "{} of exactly {} bytes: {} and a NUL at offset 0, zeros after",
@@ -171,13 +186,13 @@ pub fn contents(session: &mut Session) -> Result<Verdict, GraderError> {
 }
 
 /// `file.uses_mmap`: the message went in and came back through mappings.
-pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
-    if let Some(why) = session.tracer.unavailable_reason() {
+pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    if let Some(why) = j.untraceable.as_deref() {
         return Ok(Verdict::unavailable(format!(
             "system calls cannot be watched here ({why})"
         )));
     }
-    let out = experiments::mapfile(session)?;
+    let out = got.mapfile(0)?;
     let runs = vec![out.run.record.clone()];
     let Some(trace) = &out.trace else {
         return Ok(Verdict::error("the trace of mapfile could not be read"));
@@ -188,7 +203,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
         )
         .runs(runs));
     };
-    let name = session.rubric.file.name.clone();
+    let name = j.rubric.file.name.clone();
     let suffix = format!("/{name}");
     let is_file = |p: &str| p.ends_with(&suffix);
     let named = |p: &str| p == name || p.ends_with(&suffix);

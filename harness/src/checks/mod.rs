@@ -1,17 +1,25 @@
 //! The checks: each one small, judging one thing from an experiment, and
 //! explaining itself — what was expected, what was observed, and a hint
-//! grounded in the observation.
+//! grounded in the observation. Each kind declares the experiments it
+//! needs (plans, values) and judges their outcomes as a pure function
+//! ([`def`]), so every check is tested on made-up outcomes.
 
 mod build;
 mod file;
 mod shm;
 
-use crate::experiments::GraderError;
+use std::rc::Rc;
+
+use crate::build::BuildResult;
+use crate::experiments::{
+    GraderError, MapfileOutcome, NoWriterOutcome, Outcome, PairOutcome, Plan, RepeatOutcome,
+    RunEvidence,
+};
+use crate::ipc::Mechanism;
 use crate::rubric::{CheckConfig, Kind, MatchMode, Rubric};
 use crate::runner::{
     Ending, Finished, RunRecord, SIGBUS, SIGKILL, SIGSEGV, SIGXCPU, SIGXFSZ, excerpt,
 };
-use crate::session::Session;
 
 /// How a check came out. In the JSON report, as lowercase words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -153,25 +161,102 @@ pub fn programs_needed(kind: Kind, rubric: &Rubric) -> Vec<&str> {
     }
 }
 
-/// Runs one check.
-pub fn run(session: &mut Session, check: &CheckConfig) -> Verdict {
-    let result = match check.kind() {
-        Kind::Build => Ok(build::build(session)),
-        Kind::FileRuns => file::runs(session),
-        Kind::FileOutput => file::output(session),
-        Kind::FileContents => file::contents(session),
-        Kind::FileUsesMmap => file::uses_mmap(session),
-        Kind::ShmObserved => shm::observed(session),
-        Kind::ShmHandoff => shm::handoff(session),
-        Kind::ShmWriterInterop => shm::writer_interop(session),
-        Kind::ShmReaderInterop => shm::reader_interop(session),
-        Kind::ShmNoWriter => shm::no_writer(session, check),
-        Kind::ShmCleanup => shm::cleanup(session),
-        Kind::ShmRepeat => shm::repeat(session, check),
-        Kind::ShmUsesMmap => shm::uses_mmap(session),
-        Kind::ShmLarge => shm::large(session, check),
-    };
-    result.unwrap_or_else(Verdict::from)
+/// What a check judges by besides its experiments' outcomes: the rubric,
+/// the build, and what the grading knows of this machine and of the
+/// learner's runs so far. Checks are pure judgments of these.
+pub struct Judging<'a> {
+    pub rubric: &'a Rubric,
+    pub build: &'a BuildResult,
+    /// The IPC mechanism the pairs used.
+    pub mechanism: &'a dyn Mechanism,
+    /// The uid learner code runs as, where it is not the grader's.
+    pub learner_uid: Option<u32>,
+    /// Why system calls cannot be traced here, if they cannot.
+    pub untraceable: Option<String>,
+    /// How large the file system regions live in is.
+    pub region_capacity: Option<u64>,
+    /// Every run of the learner's writer and reader so far.
+    pub evidence: &'a [RunEvidence],
+}
+
+/// The outcomes of a check's plans, in the order it declared them.
+pub struct Outcomes(pub Vec<Rc<Outcome>>);
+
+impl Outcomes {
+    fn nth(&self, i: usize) -> Result<&Outcome, GraderError> {
+        self.0
+            .get(i)
+            .map(Rc::as_ref)
+            .ok_or_else(|| GraderError(format!("grader bug: no experiment {i} for this check")))
+    }
+
+    fn mismatch(i: usize, want: &str) -> GraderError {
+        GraderError(format!("grader bug: experiment {i} is not {want}"))
+    }
+
+    pub fn mapfile(&self, i: usize) -> Result<&MapfileOutcome, GraderError> {
+        match self.nth(i)? {
+            Outcome::Mapfile(o) => Ok(o),
+            _ => Err(Self::mismatch(i, "mapfile's run")),
+        }
+    }
+
+    pub fn pair(&self, i: usize) -> Result<&PairOutcome, GraderError> {
+        match self.nth(i)? {
+            Outcome::Pair(o) => Ok(o),
+            _ => Err(Self::mismatch(i, "a handoff")),
+        }
+    }
+
+    pub fn no_writer(&self, i: usize) -> Result<&NoWriterOutcome, GraderError> {
+        match self.nth(i)? {
+            Outcome::NoWriter(o) => Ok(o),
+            _ => Err(Self::mismatch(i, "the reader alone")),
+        }
+    }
+
+    pub fn repeat(&self, i: usize) -> Result<&RepeatOutcome, GraderError> {
+        match self.nth(i)? {
+            Outcome::Repeat(o) => Ok(o),
+            _ => Err(Self::mismatch(i, "handoffs in a row")),
+        }
+    }
+}
+
+/// The experiments a check asks for.
+pub type Plans = fn(&Judging, &CheckConfig, &mut fastrand::Rng) -> Vec<Plan>;
+/// A check's judgment of their outcomes.
+pub type Judge = fn(&Judging, &CheckConfig, &Outcomes) -> Result<Verdict, GraderError>;
+
+/// One kind of check: what it asks for, and how it judges.
+pub struct Def {
+    pub plans: Plans,
+    pub judge: Judge,
+}
+
+fn no_plans(_: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
+    Vec::new()
+}
+
+/// Every kind of check, in one place.
+pub fn def(kind: Kind) -> Def {
+    let d = |plans: Plans, judge: Judge| Def { plans, judge };
+    match kind {
+        Kind::Build => d(no_plans, build::build),
+        Kind::FileRuns => d(file::plans, file::runs),
+        Kind::FileOutput => d(file::plans, file::output),
+        Kind::FileContents => d(file::plans, file::contents),
+        Kind::FileUsesMmap => d(file::traced_plans, file::uses_mmap),
+        Kind::ShmObserved => d(shm::writer_with_reference, shm::observed),
+        Kind::ShmHandoff => d(shm::learner_pair, shm::handoff),
+        Kind::ShmWriterInterop => d(shm::writer_with_reference, shm::writer_interop),
+        Kind::ShmReaderInterop => d(shm::reference_writer, shm::reader_interop),
+        Kind::ShmNoWriter => d(shm::reader_alone, shm::no_writer),
+        Kind::ShmCleanup => d(shm::learner_pair, shm::cleanup),
+        Kind::ShmRepeat => d(shm::repeated, shm::repeat),
+        Kind::ShmUsesMmap => d(shm::traced_pair, shm::uses_mmap),
+        Kind::ShmLarge => d(shm::large_pair, shm::large),
+    }
 }
 
 // ------------------------------------------------------------ shared helpers
@@ -243,14 +328,34 @@ pub fn ending_summary(run: &Finished) -> String {
     text
 }
 
+/// Which of the lab's programs a run was, for hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Mapfile,
+    Writer,
+    Reader,
+}
+
+impl Part {
+    /// How a hint names it.
+    pub fn words(self) -> &'static str {
+        match self {
+            Part::Mapfile => "mapfile",
+            Part::Writer => "the writer",
+            Part::Reader => "the reader",
+        }
+    }
+}
+
 /// A hint grounded in how a program ended, if the ending explains itself.
-pub fn ending_hint(run: &Finished, what: &str) -> Option<String> {
+pub fn ending_hint(run: &Finished, part: Part) -> Option<String> {
+    let what = part.words();
     use crate::runner::Limit;
     let memory = run.limits.contains(&Limit::Memory);
     let output = run.limits.iter().any(|l| matches!(l, Limit::Output { .. }));
     let disk = run.limits.iter().any(|l| matches!(l, Limit::Disk { .. }));
     match run.ending {
-        Ending::Signalled(SIGBUS) if what.contains("reader") => Some(format!(
+        Ending::Signalled(SIGBUS) if part == Part::Reader => Some(format!(
             "SIGBUS: {what} touched its mapping past the end of the region; map and read only as many bytes as the region holds (its SIZE, or fstat)"
         )),
         Ending::Signalled(SIGBUS) => Some(format!(
@@ -305,3 +410,7 @@ mod tests {
         assert_eq!(escaped(b"Hi\0\xff"), "\"Hi\\0\\xff\"");
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod judged;

@@ -2,58 +2,127 @@
 //! drives: the learner's pair, each learner program with the reference
 //! peer, the reader alone, many handoffs, and a large region.
 
-use std::rc::Rc;
-
 use super::file::{calls, describe_maps};
-use super::{Verdict, bounded, ending_hint, ending_summary, escaped, has_line};
-use crate::experiments::{self, Early, GraderError, PairOutcome, PairPlan, Readiness};
+use super::{
+    Judging, Outcomes, Part, Verdict, bounded, ending_hint, ending_summary, escaped, has_line,
+};
+use crate::experiments::{
+    Early, GraderError, PairOutcome, PairPlan, Plan, Readiness, Role, WriterFate,
+};
 use crate::ipc::{Entry, Seen};
 use crate::observe::watch;
 use crate::rubric::{CheckConfig, ExpectExit, Release, fill};
 use crate::runner::Ending;
-use crate::session::{Session, Who};
+use crate::session::Who;
 
 const GONE_HINT: &str = "hold the region until the reader is done (wait for a line on stdin, then clean up); on Windows it vanishes with its last handle";
 
-fn plan(session: &Session, writer: Who, reader: Option<Who>) -> PairPlan {
+fn plan(j: &Judging, writer: Who, reader: Option<Who>) -> PairPlan {
     PairPlan {
         writer,
         reader,
-        size: session.rubric.region.size,
-        message: session.rubric.region.message.clone(),
+        size: j.rubric.region.size,
+        message: j.rubric.region.message.clone(),
         trace: false,
         measure: false,
         jitter: std::time::Duration::ZERO,
+        jitter_seed: 0,
         hold: true,
     }
 }
 
-/// The learner's writer and reader together, traced.
-fn learner_pair(session: &mut Session) -> Result<Rc<PairOutcome>, GraderError> {
-    let mut p = plan(session, Who::Learner, Some(Who::Learner));
-    // Traced: the evidence of the pair's mappings comes from this run.
+/// The learner's writer and reader together, traced (the evidence of the
+/// pair's mappings comes from this run): shm.handoff, shm.cleanup and
+/// shm.uses_mmap judge the same one.
+pub fn learner_pair(j: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
+    let mut p = plan(j, Who::Learner, Some(Who::Learner));
     p.trace = true;
-    experiments::pair(session, "handoff", p)
+    vec![Plan::Pair(p)]
 }
 
-/// The learner's writer with the reference reader.
-fn writer_with_reference(session: &mut Session) -> Result<Rc<PairOutcome>, GraderError> {
-    let p = plan(session, Who::Learner, Some(Who::Reference));
-    experiments::pair(session, "writer_interop", p)
+/// The learner's writer with the reference reader (shm.observed and
+/// shm.writer_interop).
+pub fn writer_with_reference(j: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
+    vec![Plan::Pair(plan(j, Who::Learner, Some(Who::Reference)))]
 }
 
-fn expected_line(session: &Session, message: &str) -> String {
-    let r = &session.rubric.region;
+/// The reference writer, with a fresh random message, and the learner's
+/// reader.
+pub fn reference_writer(j: &Judging, _: &CheckConfig, rng: &mut fastrand::Rng) -> Vec<Plan> {
+    let mut p = plan(j, Who::Reference, Some(Who::Learner));
+    p.message = random_message(j, rng);
+    p.hold = false;
+    vec![Plan::Pair(p)]
+}
+
+/// The learner's reader alone, for the check's time.
+pub fn reader_alone(_: &Judging, check: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
+    vec![Plan::NoWriter {
+        timeout: check.timeout(),
+    }]
+}
+
+/// The check's number of handoffs, with seeded jitter, within its budget.
+pub fn repeated(j: &Judging, check: &CheckConfig, rng: &mut fastrand::Rng) -> Vec<Plan> {
+    let mut p = plan(j, Who::Learner, Some(Who::Learner));
+    p.jitter = check.jitter();
+    p.jitter_seed = rng.u64(..);
+    p.hold = false;
+    vec![Plan::Repeat {
+        pair: p,
+        rounds: check.runs(),
+        budget: check.timeout(),
+    }]
+}
+
+/// shm.uses_mmap's pair: nothing to run where calls cannot be traced.
+pub fn traced_pair(j: &Judging, check: &CheckConfig, rng: &mut fastrand::Rng) -> Vec<Plan> {
+    match j.untraceable {
+        Some(_) => Vec::new(),
+        None => learner_pair(j, check, rng),
+    }
+}
+
+/// A large region, the writer's memory measured while it holds it: nothing
+/// to run where the region's file system is smaller than the region.
+pub fn large_pair(j: &Judging, check: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
+    if j.region_capacity.is_some_and(|total| total < check.size()) {
+        return Vec::new();
+    }
+    let mut p = plan(j, Who::Learner, Some(Who::Learner));
+    p.size = check.size();
+    p.measure = true;
+    p.hold = false;
+    vec![Plan::Pair(p)]
+}
+
+/// A fresh message for the reference writer: random, and never the length
+/// of the rubric's, so a reader printing a fixed string fails.
+fn random_message(j: &Judging, rng: &mut fastrand::Rng) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz23456789";
+    let forbidden = j.rubric.region.message.len();
+    let max = (j.rubric.region.size.saturating_sub(1) as usize).min(30);
+    let lengths: Vec<usize> = (max.min(21)..=max).filter(|&l| l != forbidden).collect();
+    let len = if lengths.is_empty() {
+        max
+    } else {
+        lengths[rng.usize(..lengths.len())]
+    };
+    let mut message = String::from("Grader message ");
+    while message.len() < len {
+        message.push(ALPHABET[rng.usize(..ALPHABET.len())] as char);
+    }
+    message.truncate(len);
+    message
+}
+
+fn expected_line(j: &Judging, message: &str) -> String {
+    let r = &j.rubric.region;
     fill(&r.line, "", r.size, message)
 }
 
 /// What is wrong with a region the grader saw (or did not see).
-fn region_problem(
-    session: &Session,
-    o: &PairOutcome,
-    seen: Option<&Seen>,
-    timed_out: bool,
-) -> Verdict {
+fn region_problem(j: &Judging, o: &PairOutcome, seen: Option<&Seen>, timed_out: bool) -> Verdict {
     let name = &o.writer_name;
     let size = o.plan.size;
     let message = &o.plan.message;
@@ -61,7 +130,7 @@ fn region_problem(
         "region {name}: {size} bytes, starting {} and a NUL",
         escaped(message.as_bytes())
     );
-    let within = humantime::format_duration(session.rubric.programs.writer.ready_timeout);
+    let within = humantime::format_duration(j.rubric.programs.writer.ready_timeout);
     let v = match seen {
         None => {
             let others: Vec<&String> = o
@@ -86,7 +155,7 @@ fn region_problem(
             let hint = if others.is_empty() {
                 format!(
                     "create the region with {}; a plain file or a pipe is not shared memory",
-                    calls_of(session).create
+                    calls_of(j).create
                 )
             } else {
                 format!("use the name the writer is given ({name}), exactly")
@@ -97,17 +166,17 @@ fn region_problem(
         }
         Some(s) if !s.regular => Verdict::fail(format!("{name} is not a shared memory object"))
             .observed(format!("{name} is a special file, not a region"))
-            .hint(format!("create it with {}", calls_of(session).open)),
+            .hint(format!("create it with {}", calls_of(j).open)),
         Some(s) if s.size != size => {
             let hint = if s.size == 0 {
                 format!(
                     "the region is empty: size it with {}(fd, {size}) before mmap",
-                    calls_of(session).size
+                    calls_of(j).size
                 )
             } else {
                 format!(
                     "size it with {}(fd, SIZE), SIZE being {size} here (the writer's second argument)",
-                    calls_of(session).size
+                    calls_of(j).size
                 )
             };
             Verdict::fail(format!("region {name} is {} bytes, not {size}", s.size))
@@ -126,14 +195,14 @@ fn region_problem(
 }
 
 /// The writer did not get its region ready: why.
-fn readiness_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
+fn readiness_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
     match &o.readiness {
         Readiness::Ready { seen, .. } => match seen {
             Some(s) if s.holds(o.plan.size, &o.plan.message) => None,
-            other => Some(region_problem(session, o, other.as_ref(), false)),
+            other => Some(region_problem(j, o, other.as_ref(), false)),
         },
         Readiness::TimedOut { last } | Readiness::Settled { last } => {
-            Some(region_problem(session, o, last.as_ref(), true))
+            Some(region_problem(j, o, last.as_ref(), true))
         }
         Readiness::WriterEnded => {
             let w = &o.writer;
@@ -158,14 +227,14 @@ fn readiness_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
                     .runs(o.runs()),
                 );
             }
-            let mut hint = ending_hint(w, "the writer");
+            let mut hint = ending_hint(w, Part::Writer);
             if hint.is_none() && w.ending == Ending::Exited(0) {
                 hint = Some(GONE_HINT.to_string());
             }
             let mut observed = format!("the writer ended first: {}", ending_summary(w));
-            if let Some(litter) = shm_litter(session, o, false) {
-                observed.push_str(&format!("; {} was full: {litter}", place_shown(session)));
-                hint = Some(litter_hint(session));
+            if let Some(litter) = shm_litter(j, o, false) {
+                observed.push_str(&format!("; {} was full: {litter}", place_shown(j)));
+                hint = Some(litter_hint(j));
             }
             if let Some(left) = &o.left_region {
                 observed.push_str(&format!(
@@ -191,25 +260,20 @@ fn readiness_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
 }
 
 /// The reader's output, against the line expected for `message`.
-fn reader_problem(
-    session: &Session,
-    o: &PairOutcome,
-    message: &str,
-    whose: &str,
-) -> Option<Verdict> {
+fn reader_problem(j: &Judging, o: &PairOutcome, message: &str, whose: &str) -> Option<Verdict> {
     let reader = o.reader.as_ref()?;
-    let line = expected_line(session, message);
+    let line = expected_line(j, message);
     let stdout = reader.stdout.text();
-    let mode = session.rubric.output.mode;
+    let mode = j.rubric.output.mode;
     if reader.ending.success() && has_line(&stdout, &line, mode, message) {
         return None;
     }
     let v = if !reader.ending.success() {
-        let mut hint = ending_hint(reader, "the reader");
+        let mut hint = ending_hint(reader, Part::Reader);
         if hint.is_none()
             && let Some(trace) = &o.reader_trace
         {
-            let mechanism = session.regions().mechanism;
+            let mechanism = j.mechanism;
             let opened: Vec<String> = trace
                 .opened_paths()
                 .iter()
@@ -232,7 +296,7 @@ fn reader_problem(
             Some("it should open the region read-only, map it and print it, then exit 0".into())
         }))
     } else {
-        let default = &session.rubric.region.message;
+        let default = &j.rubric.region.message;
         let hint = if message != default && stdout.contains(default.as_str()) {
             format!(
                 "it printed {default:?}, but the region held {message:?}: print what the region holds, not a fixed string"
@@ -250,13 +314,13 @@ fn reader_problem(
 }
 
 /// The writer's behaviour once the reader is done: hold, release, exit 0.
-fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
-    let wcfg = &session.rubric.programs.writer;
+fn release_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
+    let wcfg = &j.rubric.programs.writer;
     let w = &o.writer;
-    if let Some(v) = left_on_its_own(session, o) {
+    if let Some(v) = left_on_its_own(j, o) {
         return Some(v);
     }
-    if let Some(early) = o.early {
+    if let Some(early) = o.fate.early() {
         let when = match early {
             Early::BeforeReady => "before its region was ready",
             Early::BeforeReaderDone => "while the reader was running",
@@ -273,12 +337,12 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
                 humantime::format_duration(wcfg.hold)
             ))
             .observed(format!("it ended {when}: {}", ending_summary(w)))
-            .maybe_hint(ending_hint(w, "the writer").or(Some(GONE_HINT.into())))
+            .maybe_hint(ending_hint(w, Part::Writer).or(Some(GONE_HINT.into())))
             .runs(o.runs()),
         );
     }
-    if o.exit_after_release.is_none() {
-        let remove = calls_of(session).remove;
+    if o.fate.exit_after_release().is_none() {
+        let remove = calls_of(j).remove;
         let how = match wcfg.release {
             Release::StdinLine => format!("after the line on stdin, unmap, {remove} and return"),
             Release::StdinEof => format!("at end of file on stdin, unmap, {remove} and return"),
@@ -307,7 +371,7 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
             .expected("exit 0 after release")
             .observed(ending_summary(w))
             .maybe_hint(
-                ending_hint(w, "the writer").or(Some("clean up and return 0 once released".into())),
+                ending_hint(w, Part::Writer).or(Some("clean up and return 0 once released".into())),
             )
             .runs(o.runs()),
         );
@@ -318,15 +382,16 @@ fn release_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
 /// A writer that ended by itself without ever reading its stdin did not
 /// wait for its release (it slept, say), whether it happened to end just
 /// before the release or just after: one verdict, whatever the timing.
-fn left_on_its_own(session: &Session, o: &PairOutcome) -> Option<Verdict> {
+fn left_on_its_own(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
     let stdin_release = matches!(
-        session.rubric.programs.writer.release,
+        j.rubric.programs.writer.release,
         Release::StdinLine | Release::StdinEof
     );
     let ended_itself = matches!(
-        o.early,
-        Some(Early::BeforeReaderDone | Early::DuringHold | Early::AtRelease)
-    ) || o.exit_after_release.is_some();
+        o.fate,
+        WriterFate::Left(Early::BeforeReaderDone | Early::DuringHold | Early::AtRelease)
+            | WriterFate::Exited { .. }
+    );
     // Only a blocking read of the grader's own pipe counts: a read of some
     // other pipe (one the program made itself, to wake on a timer) is not
     // waiting for release. Without the watch this cannot be told.
@@ -356,10 +421,8 @@ fn left_on_its_own(session: &Session, o: &PairOutcome) -> Option<Verdict> {
 /// Everything a full learner handoff must get right, first problem first.
 /// A writer gone while its reader still ran is the cause of whatever the
 /// reader then did: named first, whichever way the race went.
-fn handoff_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
-    pair_problem(session, o, || {
-        reader_problem(session, o, &o.plan.message, "the")
-    })
+fn handoff_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
+    pair_problem(j, o, || reader_problem(j, o, &o.plan.message, "the"))
 }
 
 /// The writer's readiness, then the reader's part (`reader`), then the
@@ -367,30 +430,26 @@ fn handoff_problem(session: &Session, o: &PairOutcome) -> Option<Verdict> {
 /// is the cause of whatever the reader then did, and is named first,
 /// whichever way the race went.
 fn pair_problem(
-    session: &Session,
+    j: &Judging,
     o: &PairOutcome,
     reader: impl FnOnce() -> Option<Verdict>,
 ) -> Option<Verdict> {
-    let writer_left_first = o.early == Some(Early::BeforeReaderDone);
-    readiness_problem(session, o)
-        .or_else(|| {
-            writer_left_first
-                .then(|| release_problem(session, o))
-                .flatten()
-        })
+    let writer_left_first = o.fate == WriterFate::Left(Early::BeforeReaderDone);
+    readiness_problem(j, o)
+        .or_else(|| writer_left_first.then(|| release_problem(j, o)).flatten())
         .or_else(reader)
-        .or_else(|| release_problem(session, o))
+        .or_else(|| release_problem(j, o))
 }
 
 /// `shm.observed`: the learner's writer holds the region the rubric says.
-pub fn observed(session: &mut Session) -> Result<Verdict, GraderError> {
-    let o = writer_with_reference(session)?;
-    if let Some(v) = readiness_problem(session, &o) {
+pub fn observed(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let o = got.pair(0)?;
+    if let Some(v) = readiness_problem(j, o) {
         return Ok(v);
     }
     // Holding means staying: a region seen for an instant does not count.
-    if o.early.is_some()
-        && let Some(v) = release_problem(session, &o)
+    if o.fate.early().is_some()
+        && let Some(v) = release_problem(j, o)
     {
         return Ok(v);
     }
@@ -406,22 +465,26 @@ pub fn observed(session: &mut Session) -> Result<Verdict, GraderError> {
 }
 
 /// `shm.handoff`: the learner's pair.
-pub fn handoff(session: &mut Session) -> Result<Verdict, GraderError> {
-    let o = learner_pair(session)?;
-    Ok(handoff_problem(session, &o).unwrap_or_else(|| {
+pub fn handoff(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let o = got.pair(0)?;
+    Ok(handoff_problem(j, o).unwrap_or_else(|| {
         Verdict::pass(format!(
             "the reader printed the message; the writer held on and exited 0 {} ms after release",
-            o.exit_after_release.map_or(0, |d| d.as_millis())
+            o.fate.exit_after_release().map_or(0, |d| d.as_millis())
         ))
         .runs(o.runs())
     }))
 }
 
 /// `shm.writer_interop`: the learner's writer, the reference reader.
-pub fn writer_interop(session: &mut Session) -> Result<Verdict, GraderError> {
-    let o = writer_with_reference(session)?;
-    Ok(pair_problem(session, &o, || {
-        reader_problem(session, &o, &o.plan.message, "the reference").map(|v| {
+pub fn writer_interop(
+    j: &Judging,
+    _: &CheckConfig,
+    got: &Outcomes,
+) -> Result<Verdict, GraderError> {
+    let o = got.pair(0)?;
+    Ok(pair_problem(j, o, || {
+        reader_problem(j, o, &o.plan.message, "the reference").map(|v| {
             v.hint("the reference reader could not read the region: create it with the given name and size, and the message at offset 0")
         })
     })
@@ -432,40 +495,37 @@ pub fn writer_interop(session: &mut Session) -> Result<Verdict, GraderError> {
 }
 
 /// `shm.reader_interop`: the reference writer with a fresh random message.
-pub fn reader_interop(session: &mut Session) -> Result<Verdict, GraderError> {
-    let mut p = plan(session, Who::Reference, Some(Who::Learner));
-    p.message = session.random_message();
-    p.hold = false;
-    let o = experiments::pair(session, "reader_interop", p)?;
+pub fn reader_interop(
+    j: &Judging,
+    _: &CheckConfig,
+    got: &Outcomes,
+) -> Result<Verdict, GraderError> {
+    let o = got.pair(0)?;
     if !matches!(o.readiness, Readiness::Ready { .. }) {
         // The grader's own writer failed: the learner's doing if learner
         // code took its name or filled its file system; else the grader's.
-        return Ok(
-            reference_writer_undone_by_learner(session, &o).unwrap_or_else(|| {
-                Verdict::error(format!(
-                    "the reference writer did not get ready: {}",
-                    ending_summary(&o.writer)
-                ))
-                .runs(o.runs())
-            }),
-        );
-    }
-    let message = o.plan.message.clone();
-    Ok(
-        reader_problem(session, &o, &message, "the").unwrap_or_else(|| {
-            Verdict::pass(format!(
-                "printed the reference writer's message {message:?}"
+        return Ok(reference_writer_undone_by_learner(j, o).unwrap_or_else(|| {
+            Verdict::error(format!(
+                "the reference writer did not get ready: {}",
+                ending_summary(&o.writer)
             ))
             .runs(o.runs())
-        }),
-    )
+        }));
+    }
+    let message = o.plan.message.clone();
+    Ok(reader_problem(j, o, &message, "the").unwrap_or_else(|| {
+        Verdict::pass(format!(
+            "printed the reference writer's message {message:?}"
+        ))
+        .runs(o.runs())
+    }))
 }
 
 /// What learner files filled the region place when a writer could not write its
 /// region, if any did: too little room was left, or (`sigbus_says_full`,
 /// for the grader's own writer, which sizes its region) it died of SIGBUS.
-fn shm_litter(session: &Session, o: &PairOutcome, sigbus_says_full: bool) -> Option<String> {
-    let learner = session.sandbox.learner_uid();
+fn shm_litter(j: &Judging, o: &PairOutcome, sigbus_says_full: bool) -> Option<String> {
+    let learner = j.learner_uid;
     let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
     let litter: Vec<&Entry> = o
         .shm_seen
@@ -495,46 +555,41 @@ fn shm_litter(session: &Session, o: &PairOutcome, sigbus_says_full: bool) -> Opt
     ))
 }
 
-fn litter_hint(session: &Session) -> String {
+fn litter_hint(j: &Judging) -> String {
     format!(
         "remove what your programs create in {}, and do not fill it",
-        place_shown(session)
+        place_shown(j)
     )
 }
 
 /// Where the learner's programs see this grading's regions, for messages.
-fn place_shown(session: &Session) -> String {
-    session
-        .regions()
-        .mechanism
-        .system_dir()
-        .display()
-        .to_string()
+fn place_shown(j: &Judging) -> String {
+    j.mechanism.system_dir().display().to_string()
 }
 
 /// The calls the learner's mechanism names in hints.
-fn calls_of(session: &Session) -> &'static crate::ipc::Calls {
-    session.regions().mechanism.calls()
+fn calls_of(j: &Judging) -> &'static crate::ipc::Calls {
+    j.mechanism.calls()
 }
 
 /// Why the reference writer could not make its region, when learner code
 /// is the cause: a name the grader had just made absent exists again (and
 /// is the learner's, or no region at all), or the file system the regions
 /// live in is full of the learner's files.
-fn reference_writer_undone_by_learner(session: &Session, o: &PairOutcome) -> Option<Verdict> {
-    let learner = session.sandbox.learner_uid();
+fn reference_writer_undone_by_learner(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
+    let learner = j.learner_uid;
     let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
     let name = &o.writer_name;
-    let v = if let Some(litter) = shm_litter(session, o, true) {
+    let v = if let Some(litter) = shm_litter(j, o, true) {
         Verdict::fail(format!(
             "the grader's writer could not write region {name}: {} was full of files your programs left",
-            place_shown(session)
+            place_shown(j)
         ))
         .observed(format!(
             "{litter}; the grader's writer {}",
             o.writer.ending.describe()
         ))
-        .hint(litter_hint(session))
+        .hint(litter_hint(j))
     } else if matches!(o.writer.ending, Ending::Exited(code) if code != 0)
         && let Some(e) = o
             .shm_seen
@@ -567,10 +622,10 @@ fn reference_writer_undone_by_learner(session: &Session, o: &PairOutcome) -> Opt
 }
 
 /// `shm.no_writer`: the reader alone fails at once, on stderr, non-zero.
-pub fn no_writer(session: &mut Session, check: &CheckConfig) -> Result<Verdict, GraderError> {
-    let o = experiments::no_writer(session, check.timeout())?;
+pub fn no_writer(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let o = got.no_writer(0)?;
     let run = &o.run;
-    let name = session.rubric.reader_name().to_string();
+    let name = j.rubric.reader_name().to_string();
     let within = humantime::format_duration(check.timeout());
     let expected =
         format!("a non-zero exit within {within}, an error on stderr, and no region {name} left");
@@ -595,15 +650,15 @@ pub fn no_writer(session: &mut Session, check: &CheckConfig) -> Result<Verdict, 
                 format!("with no writer, the reader was still running after {within}"),
                 format!(
                     "when {} fails (ENOENT), report it and exit at once; do not wait or retry",
-                    calls_of(session).open
+                    calls_of(j).open
                 ),
             );
         }
         Ending::Signalled(_) => {
             return fail(
                 format!("with no writer, the reader was {}", run.ending.describe()),
-                ending_hint(run, "the reader").unwrap_or_else(|| {
-                    format!("check {}'s result before using it", calls_of(session).open)
+                ending_hint(run, Part::Reader).unwrap_or_else(|| {
+                    format!("check {}'s result before using it", calls_of(j).open)
                 }),
             );
         }
@@ -630,8 +685,8 @@ pub fn no_writer(session: &mut Session, check: &CheckConfig) -> Result<Verdict, 
 }
 
 /// `shm.cleanup`: after release, the name is gone and nothing is left.
-pub fn cleanup(session: &mut Session) -> Result<Verdict, GraderError> {
-    let o = learner_pair(session)?;
+pub fn cleanup(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let o = got.pair(0)?;
     let runs = o.runs();
     let expected = format!(
         "no region {} and no learner process once the writer has exited",
@@ -649,7 +704,7 @@ pub fn cleanup(session: &mut Session) -> Result<Verdict, GraderError> {
         ))
         .hint(format!(
             "remove the name with {} before exiting",
-            calls_of(session).remove
+            calls_of(j).remove
         ))
         .runs(runs));
     }
@@ -665,37 +720,17 @@ pub fn cleanup(session: &mut Session) -> Result<Verdict, GraderError> {
 }
 
 /// `shm.repeat`: N handoffs in a row, with seeded jitter.
-pub fn repeat(session: &mut Session, check: &CheckConfig) -> Result<Verdict, GraderError> {
-    let runs_wanted = check.runs();
-    let mut p = plan(session, Who::Learner, Some(Who::Learner));
-    p.jitter = check.jitter();
-    p.hold = false;
+pub fn repeat(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    let r = got.repeat(0)?;
+    let runs_wanted = r.wanted;
     let mut ok = 0;
     let mut first_failure: Option<(u32, Verdict)> = None;
-    // All the handoffs together have the check's budget: slow handoffs are
-    // the learner's, and cannot push the grading past its deadline.
-    let budget = check.timeout();
-    let started = std::time::Instant::now();
-    let mut out_of_time = false;
-    for i in 1..=runs_wanted {
-        if started.elapsed() >= budget {
-            out_of_time = true;
-            break;
-        }
-        let o = experiments::run_pair(session, p.clone())?;
-        match handoff_problem(session, &o) {
+    for (i, o) in r.rounds.iter().enumerate() {
+        match handoff_problem(j, o) {
             None => ok += 1,
             Some(problem) => {
-                let timed_out = matches!(o.readiness, Readiness::TimedOut { .. })
-                    || o.writer.ending == Ending::TimedOut
-                    || o.reader
-                        .as_ref()
-                        .is_some_and(|r| r.ending == Ending::TimedOut);
                 if first_failure.is_none() {
-                    first_failure = Some((i, problem));
-                }
-                if timed_out {
-                    break;
+                    first_failure = Some((i as u32 + 1, problem));
                 }
             }
         }
@@ -708,18 +743,33 @@ pub fn repeat(session: &mut Session, check: &CheckConfig) -> Result<Verdict, Gra
         0.0
     };
     match first_failure {
-        None if out_of_time => {
+        None if r.out_of_time => {
             let mut v = Verdict::fail(format!(
                 "{ok}/{runs_wanted} handoffs succeeded; the rest did not fit in the check's {}",
-                humantime::format_duration(budget)
+                humantime::format_duration(r.budget)
             ))
             .expected(format!(
                 "{runs_wanted} handoffs within {}, each as in shm.handoff",
-                humantime::format_duration(budget)
+                humantime::format_duration(r.budget)
             ))
-            .observed(format!(
-                "{ok} handoffs took {} s in all",
-                started.elapsed().as_secs()
+            .observed(format!("{ok} handoffs took {} s in all", r.took.as_secs()))
+            .hint(
+                "a handoff takes milliseconds: get ready, and exit once released, without sleeping",
+            );
+            v.fraction = fraction;
+            Ok(v)
+        }
+        None if ok == runs_wanted => Ok(Verdict::pass(format!(
+            "{ok}/{runs_wanted} handoffs succeeded"
+        ))),
+        None => {
+            // The rounds stopped at one that ran into a deadline.
+            let mut v = Verdict::fail(format!(
+                "{ok}/{runs_wanted} handoffs succeeded; run {} ran into its deadline",
+                ok + 1
+            ))
+            .expected(format!(
+                "{runs_wanted} handoffs in a row, each as in shm.handoff"
             ))
             .hint(
                 "a handoff takes milliseconds: get ready, and exit once released, without sleeping",
@@ -727,9 +777,6 @@ pub fn repeat(session: &mut Session, check: &CheckConfig) -> Result<Verdict, Gra
             v.fraction = fraction;
             Ok(v)
         }
-        None => Ok(Verdict::pass(format!(
-            "{ok}/{runs_wanted} handoffs succeeded"
-        ))),
         Some((i, problem)) => {
             let mut v = Verdict::fail(format!(
                 "{ok}/{runs_wanted} handoffs succeeded; run {i} failed: {}",
@@ -749,13 +796,13 @@ pub fn repeat(session: &mut Session, check: &CheckConfig) -> Result<Verdict, Gra
 
 /// `shm.uses_mmap`: both programs opened the region as shared memory and
 /// mapped it MAP_SHARED; the reader took the message from the mapping.
-pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
-    if let Some(why) = session.tracer.unavailable_reason() {
+pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
+    if let Some(why) = j.untraceable.as_deref() {
         return Ok(Verdict::unavailable(format!(
             "system calls cannot be watched here ({why})"
         )));
     }
-    let o = learner_pair(session)?;
+    let o = got.pair(0)?;
     let runs = o.runs();
     let (Some(wt), Some(rt)) = (&o.writer_trace, &o.reader_trace) else {
         return Ok(Verdict::error("the traces of the pair could not be read").runs(runs));
@@ -764,7 +811,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     // programs so far (this one, the interop pairs, the repeats...), by the
     // region's inode: a read under another name is still a read of it, and
     // a program that behaves only while traced is caught where it is not.
-    if session.evidence.iter().any(|e| e.io.is_none()) {
+    if j.evidence.iter().any(|e| e.io.is_none()) {
         return Ok(Verdict::unavailable(
             "reads and writes cannot be watched here (the kernel's seccomp notifications are missing)",
         )
@@ -772,12 +819,12 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     }
     let mut wrote: Vec<String> = Vec::new();
     let mut read = 0;
-    for e in &session.evidence {
+    for e in j.evidence {
         let (Some(io), Some(region)) = (&e.io, e.region) else {
             continue;
         };
         match e.role {
-            "writer" => {
+            Role::Writer => {
                 for call in watch::data_writes(io, region) {
                     if !wrote.contains(&call) {
                         wrote.push(call);
@@ -787,7 +834,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
             _ => read += watch::bytes_read(io, region),
         }
     }
-    let mechanism = session.regions().mechanism;
+    let mechanism = j.mechanism;
     let region_of = |p: &str| mechanism.traced_region(p);
     let is_w = |p: &str| region_of(p).as_ref() == Some(&o.writer_name);
     let is_r = |p: &str| region_of(p).as_ref() == Some(&o.reader_name);
@@ -806,7 +853,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
         rt.opens(&is_r).len(),
         describe_maps(&rmaps)
     );
-    let open = calls_of(session).open;
+    let open = calls_of(j).open;
     let expected = format!(
         "writer: {open}, then mmap MAP_SHARED and PROT_WRITE, message stored in the mapping; reader: {open} without O_CREAT, mmap MAP_SHARED, message read from the mapping"
     );
@@ -860,7 +907,7 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
     if rt.opens(&is_r).is_empty() {
         return fail(
             "the reader never opened the region as shared memory",
-            &format!("open it with {}", calls_of(session).open_read_only),
+            &format!("open it with {}", calls_of(j).open_read_only),
         );
     }
     if reader_creates {
@@ -890,25 +937,22 @@ pub fn uses_mmap(session: &mut Session) -> Result<Verdict, GraderError> {
 }
 
 /// `shm.large`: a large region handed over without its size in memory.
-pub fn large(session: &mut Session, check: &CheckConfig) -> Result<Verdict, GraderError> {
-    let mut p = plan(session, Who::Learner, Some(Who::Learner));
-    p.size = check.size();
-    p.measure = true;
-    p.hold = false;
+pub fn large(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
     // A machine whose region file system is smaller than the region from
     // the start cannot run this check: the grader's limitation.
-    if let Ok((total, _)) = session.regions().capacity()
-        && total < p.size
+    let size = check.size();
+    if let Some(total) = j.region_capacity
+        && total < size
     {
         return Ok(Verdict::unavailable(format!(
             "this machine's {} holds {} MiB, less than the {} MiB region (give it more room, e.g. docker run --shm-size=1g)",
-            place_shown(session),
+            place_shown(j),
             total >> 20,
-            p.size >> 20
+            size >> 20
         )));
     }
-    let o = experiments::pair(session, &format!("large-{}", p.size), p)?;
-    if let Some(v) = handoff_problem(session, &o) {
+    let o = got.pair(0)?;
+    if let Some(v) = handoff_problem(j, o) {
         return Ok(v);
     }
     let bound_kib = check.max_peak_mib() * 1024;

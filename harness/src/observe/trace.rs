@@ -42,14 +42,24 @@ const SYSCALLS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub enum Tracer {
     Available { strace: PathBuf, seccomp: bool },
-    Unavailable(String),
+    Unavailable(Untraceable),
+}
+
+/// Why programs cannot be traced here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Untraceable {
+    #[error("strace is not installed")]
+    NotInstalled,
+    /// strace is there and fails: what it said.
+    #[error("strace cannot trace here: {0}")]
+    Refused(String),
 }
 
 impl Tracer {
     /// Finds strace and tries it once on a trivial program.
     pub fn probe() -> Tracer {
         let Some(strace) = find_in_path("strace") else {
-            return Tracer::Unavailable("strace is not installed".into());
+            return Tracer::Unavailable(Untraceable::NotInstalled);
         };
         let mut last_error = String::new();
         for seccomp in [true, false] {
@@ -62,7 +72,7 @@ impl Tracer {
                 Err(e) => last_error = e.to_string(),
             }
         }
-        Tracer::Unavailable(format!("strace cannot trace here: {last_error}"))
+        Tracer::Unavailable(Untraceable::Refused(last_error))
     }
 
     /// `spec`, run under strace writing its trace to `out`.
@@ -83,7 +93,7 @@ impl Tracer {
         })
     }
 
-    pub fn unavailable_reason(&self) -> Option<&str> {
+    pub fn unavailable_reason(&self) -> Option<&Untraceable> {
         match self {
             Tracer::Available { .. } => None,
             Tracer::Unavailable(why) => Some(why),

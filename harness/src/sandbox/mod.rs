@@ -110,7 +110,7 @@ pub struct Sandbox {
     /// Why the level is not higher, and any weaker guarantee.
     pub notes: Vec<String>,
     /// Why the full level could not be had, when it could not.
-    pub why_not_full: Option<String>,
+    pub why_not_full: Option<NotFull>,
     bwrap: Option<PathBuf>,
     root: bool,
     /// Learners' (uid, gid), when the grader is root.
@@ -123,6 +123,18 @@ pub struct Sandbox {
     /// What sandboxes run as their init and as reference peers: as root, a
     /// copy only root can read or run (see `state::sealed_copy_of`).
     init: PathBuf,
+}
+
+/// Why a grading is not fully isolated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotFull {
+    #[error("full isolation was not asked for")]
+    NotAsked,
+    #[error("bubblewrap (bwrap) is not installed")]
+    NoBubblewrap,
+    /// bwrap is there but cannot make namespaces: what it said.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where regions live machine-wide, for notes on what learner code shares.
@@ -257,9 +269,9 @@ impl Sandbox {
         };
         let bwrap = find_in_path("bwrap");
         let full = match (&bwrap, max >= Level::Full) {
-            (_, false) => Err("full isolation was not asked for".to_string()),
-            (None, true) => Err("bubblewrap (bwrap) is not installed".to_string()),
-            (Some(path), true) => sandbox.bwrap_works(path),
+            (_, false) => Err(NotFull::NotAsked),
+            (None, true) => Err(NotFull::NoBubblewrap),
+            (Some(path), true) => sandbox.bwrap_works(path).map_err(NotFull::Refused),
         };
         match full {
             Ok(()) => {
