@@ -341,24 +341,21 @@ fn watch(
     let dir = run.join("watch");
     let _ = std::fs::create_dir_all(&dir);
     let _ = sandbox.give(&dir);
-    let spec = crate::runner::Spec {
-        role: "watch".into(),
-        program: "/bin/true".into(),
-        args: Vec::new(),
-        shown: vec!["true".into()],
-        env: crate::runner::clean_env(&dir),
-        dir,
-        held_stdin: false,
-        timeout: std::time::Duration::from_secs(30),
-        limits: crate::runner::Limits {
-            cpu_secs: 10,
-            file_bytes: 1 << 20,
-            open_files: 64,
-        },
-        confine: Default::default(),
-        memory_cgroups: Vec::new(),
-        storage: None,
+    let limits = crate::runner::Limits {
+        cpu_secs: 10,
+        file_bytes: 1 << 20,
+        open_files: 64,
     };
+    let env = crate::runner::clean_env(&dir);
+    let spec = crate::runner::Spec::command(
+        "watch",
+        vec!["true".into()],
+        &dir,
+        env,
+        std::time::Duration::from_secs(30),
+        limits,
+    )
+    .running("/bin/true".into());
     let spec = sandbox.contain(spec, area, crate::sandbox::Purpose::Run);
     let works = crate::runner::run(spec).is_ok_and(|f| f.io.is_some());
     let needed = !needed_by.is_empty();

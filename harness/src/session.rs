@@ -189,20 +189,12 @@ impl<'r> Session<'r> {
         held_stdin: bool,
     ) -> Spec {
         let dir = self.fresh_dir(&role.replace(' ', "-"));
-        Spec {
-            role,
-            program,
-            args,
-            shown,
-            env: crate::runner::clean_env(&dir),
-            dir,
-            held_stdin,
-            timeout,
-            limits: run_limits(self.rubric, timeout),
-            confine: Default::default(),
-            memory_cgroups: Vec::new(),
-            storage: None,
-        }
+        let env = crate::runner::clean_env(&dir);
+        let limits = run_limits(self.rubric, timeout);
+        let mut spec = Spec::command(role, shown, &dir, env, timeout, limits).running(program);
+        spec.args = args;
+        spec.held_stdin = held_stdin;
+        spec
     }
 
     /// The learner's `mapfile`, in a fresh empty directory.

@@ -145,17 +145,98 @@ pub fn copy_submission(src: &Path, dst: &Path) -> std::io::Result<()> {
 pub fn build_env(home: &Path, toolchain_bin: Option<&Path>) -> Vec<(OsString, OsString)> {
     let mut env = runner::clean_env(home);
     if let Some(bin) = toolchain_bin {
-        env.retain(|(k, _)| k != "PATH");
-        env.push((
-            "PATH".into(),
-            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()).into(),
-        ));
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+        runner::set_env(&mut env, "PATH", path);
     }
-    env.push((
-        "CARGO_HOME".into(),
-        home.join(".cargo-home").into_os_string(),
-    ));
+    runner::set_env(&mut env, "CARGO_HOME", home.join(".cargo-home"));
     env
+}
+
+/// How a submission is built: the rubric's command, or what its files say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Method {
+    Rubric(Vec<String>),
+    Make,
+    Cargo,
+    Cmake,
+    /// Each program compiled from its own source file.
+    Cc,
+}
+
+impl Method {
+    fn detect(rubric: &Rubric, dir: &Path) -> Method {
+        let has = |name: &str| dir.join(name).is_file();
+        if let Some(command) = &rubric.build.command {
+            Method::Rubric(command.clone())
+        } else if ["Makefile", "makefile", "GNUmakefile"]
+            .iter()
+            .any(|m| has(m))
+        {
+            Method::Make
+        } else if has("Cargo.toml") {
+            Method::Cargo
+        } else if has("CMakeLists.txt") {
+            Method::Cmake
+        } else {
+            Method::Cc
+        }
+    }
+
+    /// Its name in reports.
+    fn name(&self) -> &'static str {
+        match self {
+            Method::Rubric(_) => "rubric",
+            Method::Make => "make",
+            Method::Cargo => "cargo",
+            Method::Cmake => "cmake",
+            Method::Cc => "cc",
+        }
+    }
+}
+
+/// A build's steps: each runs in the build's sandbox with what is left of
+/// the build's one budget (so many slow steps cannot add up past it and
+/// eat the overall deadline), and is recorded.
+struct Steps<'a> {
+    sandbox: &'a Sandbox,
+    area: &'a Area,
+    dir: &'a Path,
+    env: Vec<(OsString, OsString)>,
+    budget: std::time::Duration,
+    started: std::time::Instant,
+    runs: Vec<RunRecord>,
+    fault: Option<BuildFault>,
+}
+
+impl Steps<'_> {
+    /// Runs `argv` as a build step; None when it could not be started (the
+    /// grader's fault, kept in `fault`).
+    fn run(&mut self, role: &str, argv: Vec<String>) -> Option<Finished> {
+        let left = self.budget.saturating_sub(self.started.elapsed());
+        let plain = Spec::command(role, argv, self.dir, self.env.clone(), left, BUILD_LIMITS);
+        let spec = self
+            .sandbox
+            .contain(plain.clone(), self.area, Purpose::Build);
+        let finished = match runner::run(spec) {
+            Ok(finished) => finished,
+            Err(err) => {
+                self.runs.push(not_started(&plain, &err));
+                self.fault.get_or_insert(BuildFault::Tool(err));
+                return None;
+            }
+        };
+        self.runs.push(finished.record.clone());
+        if let Some(err) = finished.not_started {
+            self.fault.get_or_insert(BuildFault::Tool(err));
+            return None;
+        }
+        Some(finished)
+    }
+
+    /// How a finished step failed, in words; empty when it did not.
+    fn failure(&self, f: &Finished) -> String {
+        failure(f, self.budget)
+    }
 }
 
 /// Builds the submission copied at `dir`, with `home` as its HOME, in the
@@ -199,148 +280,103 @@ pub fn build(
     }
     let _ = sandbox.give(dir);
     let _ = sandbox.give(home);
-    let env = build_env(home, sandbox.toolchain_bin().as_deref());
-    // One budget for the whole build: each step gets what is left of it, so
-    // many slow steps cannot add up past it (and eat the overall deadline).
-    let budget = rubric.build.timeout;
-    let started = std::time::Instant::now();
-    let left = || budget.saturating_sub(started.elapsed());
-    let mut step = |role: &str, argv: Vec<String>| -> Option<Finished> {
-        let plain = Spec {
-            role: role.to_string(),
-            program: PathBuf::from(&argv[0]),
-            args: argv[1..].to_vec(),
-            shown: argv,
-            dir: dir.to_path_buf(),
-            env: env.clone(),
-            held_stdin: false,
-            timeout: left(),
-            limits: BUILD_LIMITS,
-            confine: Default::default(),
-            memory_cgroups: Vec::new(),
-            storage: None,
-        };
-        let spec = sandbox.contain(plain.clone(), area, Purpose::Build);
-        let finished = match runner::run(spec) {
-            Ok(finished) => finished,
-            Err(err) => {
-                result.runs.push(not_started(&plain, &err));
-                result.grader_error.get_or_insert(BuildFault::Tool(err));
-                return None;
-            }
-        };
-        result.runs.push(finished.record.clone());
-        if let Some(err) = finished.not_started {
-            result.grader_error.get_or_insert(BuildFault::Tool(err));
-            return None;
-        }
-        Some(finished)
+    let mut steps = Steps {
+        sandbox,
+        area,
+        dir,
+        env: build_env(home, sandbox.toolchain_bin().as_deref()),
+        budget: rubric.build.timeout,
+        started: std::time::Instant::now(),
+        runs: Vec::new(),
+        fault: None,
     };
-
+    let method = Method::detect(rubric, dir);
+    result.method = method.name().into();
     let mut cargo_bins = BTreeMap::new();
     let mut vendor_run = None;
     let mut failure_note = String::new();
-    if let Some(command) = &rubric.build.command {
-        result.method = "rubric".into();
-        if let Some(f) = step("build", command.clone()) {
-            failure_note = failure(&f, budget);
-        }
-    } else if ["Makefile", "makefile", "GNUmakefile"]
-        .iter()
-        .any(|m| dir.join(m).is_file())
-    {
-        result.method = "make".into();
-        if let Some(f) = step("build", vec!["make".into()]) {
-            failure_note = failure(&f, budget);
-        }
-    } else if dir.join("Cargo.toml").is_file()
-        && let Some(problem) = sandbox.toolchain_problem()
-    {
-        result.method = "cargo".into();
-        result.grader_error = Some(BuildFault::Toolchain(problem));
-    } else if dir.join("Cargo.toml").is_file() {
-        result.method = "cargo".into();
-        // Dependencies are fetched now, by the grader, into the copy; the
-        // build itself runs offline.
-        vendor_run = vendor(sandbox, dir, home, left());
-        let vendored = sandbox.build_path(dir, VENDOR_DIR);
-        let argv = vec![
-            "cargo".to_string(),
-            "build".into(),
-            "--release".into(),
-            "--offline".into(),
-            "--message-format=json-render-diagnostics".into(),
-            "--config".into(),
-            "source.crates-io.replace-with=\"labgrade-vendored\"".into(),
-            "--config".into(),
-            format!(
-                "source.labgrade-vendored.directory=\"{}\"",
-                vendored.display()
-            ),
-        ];
-        if let Some(f) = step("build", argv) {
-            failure_note = failure(&f, budget);
-            let inside = sandbox.build_path(dir, "");
-            cargo_bins = cargo_executables(&f.stdout.text())
-                .into_iter()
-                .map(|(name, path)| match path.strip_prefix(&inside) {
-                    Ok(rel) => (name, dir.join(rel)),
-                    Err(_) => (name, path),
-                })
-                .collect();
-        }
-    } else if dir.join("CMakeLists.txt").is_file() {
-        result.method = "cmake".into();
-        let configure = [
-            "cmake",
-            "-S",
-            ".",
-            "-B",
-            "build",
-            "-DCMAKE_BUILD_TYPE=Release",
-        ];
-        if let Some(f) = step("build", configure.map(String::from).to_vec()) {
-            failure_note = failure(&f, budget);
-            if f.ending.success()
-                && let Some(f) = step(
-                    "build",
-                    ["cmake", "--build", "build"].map(String::from).to_vec(),
-                )
-            {
-                failure_note = failure(&f, budget);
+    match method {
+        Method::Rubric(command) => {
+            if let Some(f) = steps.run("build", command) {
+                failure_note = steps.failure(&f);
             }
         }
-    } else {
-        result.method = "cc".into();
-        for name in names {
-            let Some((source, cpp)) = find_source(dir, name) else {
-                result.programs.insert(
-                    name.to_string(),
-                    Program::Missing {
-                        why: format!("no {name}.c or {name}.cpp was handed in"),
-                    },
-                );
-                continue;
-            };
-            let (cc, cxx) = target.compilers(&rubric.build);
-            let compiler = if cpp { cxx } else { cc };
-            let mut argv = vec![compiler.to_string()];
-            argv.extend(rubric.build.cflags.iter().cloned());
-            argv.extend(["-o".to_string(), target.program_file(name), source]);
-            argv.extend(rubric.build.libs.iter().cloned());
-            let finished = step(name, argv);
-            if let Some(f) = finished
-                && !f.ending.success()
-            {
-                result.programs.insert(
-                    name.to_string(),
-                    Program::Missing {
-                        why: format!("{name} did not compile ({})", failure(&f, budget)),
-                    },
-                );
+        Method::Make => {
+            if let Some(f) = steps.run("build", vec!["make".into()]) {
+                failure_note = steps.failure(&f);
+            }
+        }
+        Method::Cargo => match sandbox.toolchain_problem() {
+            Some(problem) => steps.fault = Some(BuildFault::Toolchain(problem)),
+            None => {
+                // Dependencies are fetched now, by the grader, into the
+                // copy; the build itself runs offline.
+                let left = steps.budget.saturating_sub(steps.started.elapsed());
+                vendor_run = vendor(sandbox, dir, home, left);
+                if let Some(f) = steps.run("build", cargo_build(sandbox, dir)) {
+                    failure_note = steps.failure(&f);
+                    let inside = sandbox.build_path(dir, "");
+                    cargo_bins = cargo_executables(&f.stdout.text())
+                        .into_iter()
+                        .map(|(name, path)| match path.strip_prefix(&inside) {
+                            Ok(rel) => (name, dir.join(rel)),
+                            Err(_) => (name, path),
+                        })
+                        .collect();
+                }
+            }
+        },
+        Method::Cmake => {
+            let configure = [
+                "cmake",
+                "-S",
+                ".",
+                "-B",
+                "build",
+                "-DCMAKE_BUILD_TYPE=Release",
+            ];
+            if let Some(f) = steps.run("build", configure.map(String::from).to_vec()) {
+                failure_note = steps.failure(&f);
+                let compile = ["cmake", "--build", "build"].map(String::from).to_vec();
+                if f.ending.success()
+                    && let Some(f) = steps.run("build", compile)
+                {
+                    failure_note = steps.failure(&f);
+                }
+            }
+        }
+        Method::Cc => {
+            for name in names {
+                let Some((source, cpp)) = find_source(dir, name) else {
+                    result.programs.insert(
+                        name.to_string(),
+                        Program::Missing {
+                            why: format!("no {name}.c or {name}.cpp was handed in"),
+                        },
+                    );
+                    continue;
+                };
+                let (cc, cxx) = target.compilers(&rubric.build);
+                let compiler = if cpp { cxx } else { cc };
+                let mut argv = vec![compiler.to_string()];
+                argv.extend(rubric.build.cflags.iter().cloned());
+                argv.extend(["-o".to_string(), target.program_file(name), source]);
+                argv.extend(rubric.build.libs.iter().cloned());
+                if let Some(f) = steps.run(name, argv)
+                    && !f.ending.success()
+                {
+                    result.programs.insert(
+                        name.to_string(),
+                        Program::Missing {
+                            why: format!("{name} did not compile ({})", steps.failure(&f)),
+                        },
+                    );
+                }
             }
         }
     }
+    result.runs = steps.runs;
+    result.grader_error = steps.fault;
 
     if let Some(run) = vendor_run {
         result.runs.insert(0, run);
@@ -413,20 +449,14 @@ pub enum ToolCheck {
 /// `dir` (an empty directory of the area's run).
 pub fn try_tool(sandbox: &Sandbox, area: &Area, dir: &Path, tool: &str) -> ToolCheck {
     let _ = sandbox.give(dir);
-    let plain = Spec {
-        role: format!("{tool} --version"),
-        program: PathBuf::from(tool),
-        args: vec!["--version".into()],
-        shown: vec![tool.to_string(), "--version".into()],
-        dir: dir.to_path_buf(),
-        env: build_env(dir, sandbox.toolchain_bin().as_deref()),
-        held_stdin: false,
-        timeout: std::time::Duration::from_secs(30),
-        limits: BUILD_LIMITS,
-        confine: Default::default(),
-        memory_cgroups: Vec::new(),
-        storage: None,
-    };
+    let plain = Spec::command(
+        format!("{tool} --version"),
+        vec![tool.to_string(), "--version".into()],
+        dir,
+        build_env(dir, sandbox.toolchain_bin().as_deref()),
+        std::time::Duration::from_secs(30),
+        BUILD_LIMITS,
+    );
     match runner::run(sandbox.contain(plain, area, Purpose::Build)) {
         Err(e) => ToolCheck::NotStarted(e),
         Ok(Finished {
@@ -517,6 +547,26 @@ fn cargo_executables(stdout: &str) -> BTreeMap<String, PathBuf> {
         .collect()
 }
 
+/// `cargo build` offline, from what [`vendor`] fetched, with the diagnostics
+/// and the executables' paths as JSON on stdout.
+fn cargo_build(sandbox: &Sandbox, dir: &Path) -> Vec<String> {
+    let vendored = sandbox.build_path(dir, VENDOR_DIR);
+    vec![
+        "cargo".to_string(),
+        "build".into(),
+        "--release".into(),
+        "--offline".into(),
+        "--message-format=json-render-diagnostics".into(),
+        "--config".into(),
+        "source.crates-io.replace-with=\"labgrade-vendored\"".into(),
+        "--config".into(),
+        format!(
+            "source.labgrade-vendored.directory=\"{}\"",
+            vendored.display()
+        ),
+    ]
+}
+
 /// `cargo vendor` in the submission's copy, run by the grader (it runs no
 /// code of the learner's, and needs the network the build will not have),
 /// with the toolchain's own cargo: a rust-toolchain file cannot pick
@@ -528,29 +578,25 @@ fn vendor(
     timeout: std::time::Duration,
 ) -> Option<RunRecord> {
     let toolchain = sandbox.toolchain()?;
-    let mut env: Vec<(OsString, OsString)> = runner::clean_env(home);
+    let argv = vec!["cargo".into(), "vendor".into(), VENDOR_DIR.into()];
+    let mut spec = Spec::command(
+        "vendor",
+        argv.clone(),
+        dir,
+        runner::clean_env(home),
+        timeout,
+        BUILD_LIMITS,
+    )
+    .running(toolchain.join("bin/cargo"))
+    .shown_as(argv);
+    spec.args = vec!["vendor".into(), "--quiet".into(), VENDOR_DIR.into()];
     for key in ["PATH", "HOME", "CARGO_HOME"] {
         if let Some(value) = std::env::var_os(key) {
-            env.retain(|(k, _)| k != key);
-            env.push((key.into(), value));
+            spec.set_env(key, value);
         }
     }
-    env.push(("RUSTC".into(), toolchain.join("bin/rustc").into_os_string()));
-    env.push(("RUSTC_WRAPPER".into(), "".into()));
-    let spec = Spec {
-        role: "vendor".into(),
-        program: toolchain.join("bin/cargo"),
-        args: vec!["vendor".into(), "--quiet".into(), VENDOR_DIR.into()],
-        shown: vec!["cargo".into(), "vendor".into(), VENDOR_DIR.into()],
-        dir: dir.to_path_buf(),
-        env,
-        held_stdin: false,
-        timeout,
-        limits: BUILD_LIMITS,
-        confine: Default::default(),
-        memory_cgroups: Vec::new(),
-        storage: None,
-    };
+    spec.set_env("RUSTC", toolchain.join("bin/rustc"));
+    spec.set_env("RUSTC_WRAPPER", "");
     let record = runner::run(spec).ok().map(|f| f.record);
     // The build (as the learner's uid) must be able to write beside it.
     let _ = sandbox.give(dir);

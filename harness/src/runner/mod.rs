@@ -113,6 +113,58 @@ pub struct Spec {
     pub storage: Option<PathBuf>,
 }
 
+impl Spec {
+    /// The command `argv` (its program first), shown as it is, in `dir`
+    /// with exactly `env`, no stdin, and what the sandbox adds still to be
+    /// added: the one way every Spec is made.
+    pub fn command(
+        role: impl Into<String>,
+        argv: Vec<String>,
+        dir: &Path,
+        env: Vec<(OsString, OsString)>,
+        timeout: Duration,
+        limits: Limits,
+    ) -> Spec {
+        Spec {
+            role: role.into(),
+            program: PathBuf::from(&argv[0]),
+            args: argv[1..].to_vec(),
+            shown: argv,
+            dir: dir.to_path_buf(),
+            env,
+            held_stdin: false,
+            timeout,
+            limits,
+            confine: Default::default(),
+            memory_cgroups: Vec::new(),
+            storage: None,
+        }
+    }
+
+    /// Runs `program` instead of the command's first word (shown the same).
+    pub fn running(mut self, program: PathBuf) -> Spec {
+        self.program = program;
+        self
+    }
+
+    /// Shows the command as `shown` in reports.
+    pub fn shown_as(mut self, shown: Vec<String>) -> Spec {
+        self.shown = shown;
+        self
+    }
+
+    /// Sets the variable `key` to `value`, replacing it if it is there.
+    pub fn set_env(&mut self, key: &str, value: impl Into<OsString>) {
+        set_env(&mut self.env, key, value);
+    }
+}
+
+/// Sets `key` to `value` in `env`, replacing it if it is there.
+pub fn set_env(env: &mut Vec<(OsString, OsString)>, key: &str, value: impl Into<OsString>) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.into(), value.into()));
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
