@@ -126,7 +126,7 @@ fn verdict_for(
             None => return Verdict::skipped(format!("needs {need}, which was not run")),
         }
     }
-    for program in checks::programs_needed(check.kind(), session.rubric()) {
+    for program in checks::def(check.kind()).programs.of(session.rubric()) {
         if session.build().program(program).is_none() {
             if let Some(err) = &session.build().grader_error {
                 return Verdict::unavailable(format!("{program} could not be built here ({err})"));

@@ -408,24 +408,80 @@ pub struct CheckConfig {
     #[serde(default)]
     pub needs: Vec<toml::Spanned<String>>,
     #[serde(default)]
-    pub partial: Option<toml::Spanned<bool>>,
+    partial: Option<toml::Spanned<bool>>,
     #[serde(default)]
     pub hidden: bool,
-    pub runs: Option<toml::Spanned<u32>>,
+    // The kinds' parameters as a rubric writes them; checks read
+    // `params`, typed by kind.
+    runs: Option<toml::Spanned<u32>>,
     #[serde(default, deserialize_with = "opt_duration")]
-    pub jitter: Option<toml::Spanned<Duration>>,
-    pub size: Option<toml::Spanned<u64>>,
-    pub max_peak_mib: Option<toml::Spanned<u64>>,
+    jitter: Option<toml::Spanned<Duration>>,
+    size: Option<toml::Spanned<u64>>,
+    max_peak_mib: Option<toml::Spanned<u64>>,
     #[serde(default, deserialize_with = "opt_duration")]
-    pub timeout: Option<toml::Spanned<Duration>>,
+    timeout: Option<toml::Spanned<Duration>>,
     /// shm.no_writer: "nonzero" (the default) or "any", for labs whose
     /// reader reports a missing region but exits 0.
-    pub expect_exit: Option<toml::Spanned<ExpectExit>>,
+    expect_exit: Option<toml::Spanned<ExpectExit>>,
     /// shm.no_writer: whether an error must appear on stderr (default true).
-    pub expect_stderr: Option<toml::Spanned<bool>>,
+    expect_stderr: Option<toml::Spanned<bool>>,
     /// Filled in by validation from `kind` (or `id`).
     #[serde(skip, default = "default_kind")]
     pub resolved: Kind,
+    /// Filled in by validation: the parameters of its kind.
+    #[serde(skip)]
+    pub params: Params,
+}
+
+/// A check's own parameters, by its kind, defaults filled in: what the
+/// check reads (the flat fields above are only how a rubric writes them,
+/// each refused with its line where its kind takes no such parameter).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Params {
+    /// The kinds that take none.
+    #[default]
+    None,
+    /// shm.no_writer
+    ReaderAlone(ReaderAlone),
+    /// shm.repeat
+    Repeat(Repeat),
+    /// shm.large
+    Large(Large),
+}
+
+/// `shm.no_writer`: the reader alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReaderAlone {
+    /// How long it may run (default 2 s).
+    pub timeout: Duration,
+    /// "nonzero" (the default), or "any" for labs whose reader reports a
+    /// missing region but exits 0.
+    pub expect_exit: ExpectExit,
+    /// Whether an error must appear on stderr (default true).
+    pub expect_stderr: bool,
+}
+
+/// `shm.repeat`: handoffs in a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repeat {
+    /// How many (default 20).
+    pub runs: u32,
+    /// Most random delay before each reader (default 20 ms).
+    pub jitter: Duration,
+    /// How long all of them may take together (default 60 s); what is left
+    /// when it runs out fails, the learner's slowness.
+    pub budget: Duration,
+    /// Points in proportion to the handoffs that succeeded.
+    pub partial: bool,
+}
+
+/// `shm.large`: a large region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Large {
+    /// Its size (default 256 MiB).
+    pub size: u64,
+    /// The most memory either program may use for it (default 64 MiB).
+    pub max_peak_mib: u64,
 }
 
 /// How far a rubric may raise what it may set (README, "Limits").
@@ -471,37 +527,54 @@ impl CheckConfig {
     pub fn needs(&self) -> impl Iterator<Item = &str> {
         self.needs.iter().map(|n| n.get_ref().as_str())
     }
-    pub fn runs(&self) -> u32 {
-        self.runs.as_ref().map_or(20, |r| *r.get_ref())
+    /// A shm.repeat check's parameters (the kind guarantees them).
+    pub fn repeat(&self) -> &Repeat {
+        match &self.params {
+            Params::Repeat(p) => p,
+            other => panic!("{} has no shm.repeat parameters: {other:?}", self.id()),
+        }
     }
-    pub fn jitter(&self) -> Duration {
-        self.jitter
-            .as_ref()
-            .map_or(Duration::from_millis(20), |j| *j.get_ref())
+    /// A shm.large check's parameters.
+    pub fn large(&self) -> &Large {
+        match &self.params {
+            Params::Large(p) => p,
+            other => panic!("{} has no shm.large parameters: {other:?}", self.id()),
+        }
     }
-    pub fn size(&self) -> u64 {
-        self.size.as_ref().map_or(256 << 20, |s| *s.get_ref())
+    /// A shm.no_writer check's parameters.
+    pub fn reader_alone(&self) -> &ReaderAlone {
+        match &self.params {
+            Params::ReaderAlone(p) => p,
+            other => panic!("{} has no shm.no_writer parameters: {other:?}", self.id()),
+        }
     }
-    pub fn max_peak_mib(&self) -> u64 {
-        self.max_peak_mib.as_ref().map_or(64, |m| *m.get_ref())
-    }
-    pub fn expect_exit(&self) -> ExpectExit {
-        self.expect_exit
-            .as_ref()
-            .map_or(ExpectExit::Nonzero, |e| *e.get_ref())
-    }
-    pub fn expect_stderr(&self) -> bool {
-        self.expect_stderr.as_ref().is_none_or(|e| *e.get_ref())
-    }
-    /// shm.no_writer: how long the reader alone may run (default 2 s).
-    /// shm.repeat: how long all its handoffs may take together (default
-    /// 60 s); what is left when it runs out fails, the learner's slowness.
-    pub fn timeout(&self) -> Duration {
-        let default = match self.resolved {
-            Kind::ShmRepeat => Duration::from_secs(60),
-            _ => Duration::from_secs(2),
+
+    /// The typed parameters of its kind, from what the rubric wrote.
+    fn typed_params(&self) -> Params {
+        let get = |v: &Option<toml::Spanned<Duration>>, default: Duration| {
+            v.as_ref().map_or(default, |t| *t.get_ref())
         };
-        self.timeout.as_ref().map_or(default, |t| *t.get_ref())
+        match self.resolved {
+            Kind::ShmNoWriter => Params::ReaderAlone(ReaderAlone {
+                timeout: get(&self.timeout, Duration::from_secs(2)),
+                expect_exit: self
+                    .expect_exit
+                    .as_ref()
+                    .map_or(ExpectExit::Nonzero, |e| *e.get_ref()),
+                expect_stderr: self.expect_stderr.as_ref().is_none_or(|e| *e.get_ref()),
+            }),
+            Kind::ShmRepeat => Params::Repeat(Repeat {
+                runs: self.runs.as_ref().map_or(20, |r| *r.get_ref()),
+                jitter: get(&self.jitter, Duration::from_millis(20)),
+                budget: get(&self.timeout, Duration::from_secs(60)),
+                partial: self.partial(),
+            }),
+            Kind::ShmLarge => Params::Large(Large {
+                size: self.size.as_ref().map_or(256 << 20, |s| *s.get_ref()),
+                max_peak_mib: self.max_peak_mib.as_ref().map_or(64, |m| *m.get_ref()),
+            }),
+            _ => Params::None,
+        }
     }
 
     /// The parameters given, with where they were given.
@@ -705,6 +778,7 @@ impl Rubric {
                     "runs must be at least 1".into(),
                 ));
             }
+            check.params = check.typed_params();
         }
         self.within_bounds()?;
         // Region names follow the mechanism's rule, the one the reference
@@ -955,11 +1029,14 @@ impl Rubric {
         }
         for c in &self.checks {
             match c.kind() {
-                Kind::ShmNoWriter => parts.push((c.id().to_string(), run(c.timeout()))),
+                Kind::ShmNoWriter => {
+                    parts.push((c.id().to_string(), run(c.reader_alone().timeout)))
+                }
                 Kind::ShmLarge => parts.push((c.id().to_string(), pair)),
                 // Its own budget, and the handoff under way when it ran out.
                 Kind::ShmRepeat => {
-                    parts.push((c.id().to_string(), c.timeout() + pair + c.jitter()))
+                    let r = c.repeat();
+                    parts.push((c.id().to_string(), r.budget + pair + r.jitter))
                 }
                 _ => {}
             }
@@ -977,7 +1054,7 @@ impl Rubric {
         self.checks
             .iter()
             .filter(|c| c.kind() == Kind::ShmLarge)
-            .map(|c| c.size())
+            .map(|c| c.large().size)
             .chain([self.region.size, self.file.size])
             .max()
             .unwrap_or(0)
@@ -1185,7 +1262,7 @@ mod tests {
         );
         let rubric = Rubric::parse(&text, "m").unwrap();
         assert_eq!(rubric.checks[1].kind(), Kind::ShmRepeat);
-        assert_eq!(rubric.checks[1].runs(), 100);
+        assert_eq!(rubric.checks[1].repeat().runs, 100);
     }
 
     #[test]

@@ -261,15 +261,18 @@ impl<'r> Session<'r> {
             .map(|a| fill(a, name, size, message))
             .collect();
         let shown = shown(binary, &args);
-        let (program, args) = self.build.target.launch(self.learner_program(binary), args);
-        self.spec(
+        let target = self.build.target;
+        let (program, args) = target.launch(self.learner_program(binary), args);
+        let mut spec = self.spec(
             binary.to_string(),
             program,
             args,
             shown,
             timeout,
             held_stdin,
-        )
+        );
+        spec.target = target;
+        spec
     }
 
     /// `labgrade ref ROLE NAME SIZE EXTRA...`: the reference program.

@@ -141,22 +141,28 @@ impl From<GraderError> for Verdict {
     }
 }
 
-/// The programs a kind of check runs, by the rubric's binary names.
-pub fn programs_needed(kind: Kind, rubric: &Rubric) -> Vec<&str> {
-    let p = &rubric.programs;
-    match kind {
-        Kind::Build => vec![],
-        Kind::FileRuns | Kind::FileOutput | Kind::FileContents | Kind::FileUsesMmap => {
-            vec![&p.mapfile.binary]
-        }
-        Kind::ShmObserved | Kind::ShmWriterInterop => vec![&p.writer.binary],
-        Kind::ShmReaderInterop | Kind::ShmNoWriter => vec![&p.reader.binary],
-        Kind::ShmHandoff
-        | Kind::ShmCleanup
-        | Kind::ShmRepeat
-        | Kind::ShmUsesMmap
-        | Kind::ShmLarge => {
-            vec![&p.writer.binary, &p.reader.binary]
+/// Which of the learner's programs a kind of check runs: it is skipped
+/// when one of them was not built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Programs {
+    None,
+    Mapfile,
+    Writer,
+    Reader,
+    /// The writer and the reader.
+    Pair,
+}
+
+impl Programs {
+    /// Their binaries' names in `rubric`.
+    pub fn of(self, rubric: &Rubric) -> Vec<&str> {
+        let p = &rubric.programs;
+        match self {
+            Programs::None => vec![],
+            Programs::Mapfile => vec![&p.mapfile.binary],
+            Programs::Writer => vec![&p.writer.binary],
+            Programs::Reader => vec![&p.reader.binary],
+            Programs::Pair => vec![&p.writer.binary, &p.reader.binary],
         }
     }
 }
@@ -228,8 +234,10 @@ pub type Plans = fn(&Judging, &CheckConfig, &mut fastrand::Rng) -> Vec<Plan>;
 /// A check's judgment of their outcomes.
 pub type Judge = fn(&Judging, &CheckConfig, &Outcomes) -> Result<Verdict, GraderError>;
 
-/// One kind of check: what it asks for, and how it judges.
+/// One kind of check: the programs it runs, the experiments it asks for,
+/// and how it judges them.
 pub struct Def {
+    pub programs: Programs,
     pub plans: Plans,
     pub judge: Judge,
 }
@@ -240,22 +248,27 @@ fn no_plans(_: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
 
 /// Every kind of check, in one place.
 pub fn def(kind: Kind) -> Def {
-    let d = |plans: Plans, judge: Judge| Def { plans, judge };
+    use Programs::{Mapfile, Pair, Reader, Writer};
+    let d = |programs: Programs, plans: Plans, judge: Judge| Def {
+        programs,
+        plans,
+        judge,
+    };
     match kind {
-        Kind::Build => d(no_plans, build::build),
-        Kind::FileRuns => d(file::plans, file::runs),
-        Kind::FileOutput => d(file::plans, file::output),
-        Kind::FileContents => d(file::plans, file::contents),
-        Kind::FileUsesMmap => d(file::traced_plans, file::uses_mmap),
-        Kind::ShmObserved => d(shm::writer_with_reference, shm::observed),
-        Kind::ShmHandoff => d(shm::learner_pair, shm::handoff),
-        Kind::ShmWriterInterop => d(shm::writer_with_reference, shm::writer_interop),
-        Kind::ShmReaderInterop => d(shm::reference_writer, shm::reader_interop),
-        Kind::ShmNoWriter => d(shm::reader_alone, shm::no_writer),
-        Kind::ShmCleanup => d(shm::learner_pair, shm::cleanup),
-        Kind::ShmRepeat => d(shm::repeated, shm::repeat),
-        Kind::ShmUsesMmap => d(shm::traced_pair, shm::uses_mmap),
-        Kind::ShmLarge => d(shm::large_pair, shm::large),
+        Kind::Build => d(Programs::None, no_plans, build::build),
+        Kind::FileRuns => d(Mapfile, file::plans, file::runs),
+        Kind::FileOutput => d(Mapfile, file::plans, file::output),
+        Kind::FileContents => d(Mapfile, file::plans, file::contents),
+        Kind::FileUsesMmap => d(Mapfile, file::traced_plans, file::uses_mmap),
+        Kind::ShmObserved => d(Writer, shm::writer_with_reference, shm::observed),
+        Kind::ShmHandoff => d(Pair, shm::learner_pair, shm::handoff),
+        Kind::ShmWriterInterop => d(Writer, shm::writer_with_reference, shm::writer_interop),
+        Kind::ShmReaderInterop => d(Reader, shm::reference_writer, shm::reader_interop),
+        Kind::ShmNoWriter => d(Reader, shm::reader_alone, shm::no_writer),
+        Kind::ShmCleanup => d(Pair, shm::learner_pair, shm::cleanup),
+        Kind::ShmRepeat => d(Pair, shm::repeated, shm::repeat),
+        Kind::ShmUsesMmap => d(Pair, shm::traced_pair, shm::uses_mmap),
+        Kind::ShmLarge => d(Pair, shm::large_pair, shm::large),
     }
 }
 

@@ -58,20 +58,21 @@ pub fn reference_writer(j: &Judging, _: &CheckConfig, rng: &mut fastrand::Rng) -
 /// The learner's reader alone, for the check's time.
 pub fn reader_alone(_: &Judging, check: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
     vec![Plan::NoWriter {
-        timeout: check.timeout(),
+        timeout: check.reader_alone().timeout,
     }]
 }
 
 /// The check's number of handoffs, with seeded jitter, within its budget.
 pub fn repeated(j: &Judging, check: &CheckConfig, rng: &mut fastrand::Rng) -> Vec<Plan> {
     let mut p = plan(j, Who::Learner, Some(Who::Learner));
-    p.jitter = check.jitter();
+    let params = check.repeat();
+    p.jitter = params.jitter;
     p.jitter_seed = rng.u64(..);
     p.hold = false;
     vec![Plan::Repeat {
         pair: p,
-        rounds: check.runs(),
-        budget: check.timeout(),
+        rounds: params.runs,
+        budget: params.budget,
     }]
 }
 
@@ -86,11 +87,12 @@ pub fn traced_pair(j: &Judging, check: &CheckConfig, rng: &mut fastrand::Rng) ->
 /// A large region, the writer's memory measured while it holds it: nothing
 /// to run where the region's file system is smaller than the region.
 pub fn large_pair(j: &Judging, check: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
-    if j.region_capacity.is_some_and(|total| total < check.size()) {
+    let size = check.large().size;
+    if j.region_capacity.is_some_and(|total| total < size) {
         return Vec::new();
     }
     let mut p = plan(j, Who::Learner, Some(Who::Learner));
-    p.size = check.size();
+    p.size = size;
     p.measure = true;
     p.hold = false;
     vec![Plan::Pair(p)]
@@ -626,7 +628,8 @@ pub fn no_writer(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Ver
     let o = got.no_writer(0)?;
     let run = &o.run;
     let name = j.rubric.reader_name().to_string();
-    let within = humantime::format_duration(check.timeout());
+    let params = check.reader_alone();
+    let within = humantime::format_duration(params.timeout);
     let expected =
         format!("a non-zero exit within {within}, an error on stderr, and no region {name} left");
     let runs = vec![run.record.clone()];
@@ -641,7 +644,10 @@ pub fn no_writer(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Ver
         // Whatever else happened, this is the mistake to name first.
         return fail(
             format!("with no writer, the reader created {name}, which it must only open"),
-            "open it without O_CREAT (O_RDONLY): a reader must never create the region".into(),
+            format!(
+                "open it without {} (O_RDONLY): a reader must never create the region",
+                calls_of(j).create_flag
+            ),
         );
     }
     match run.ending {
@@ -662,7 +668,7 @@ pub fn no_writer(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Ver
                 }),
             );
         }
-        Ending::Exited(0) if check.expect_exit() == ExpectExit::Nonzero => {
+        Ending::Exited(0) if params.expect_exit == ExpectExit::Nonzero => {
             return fail(
                 "with no writer, the reader exited 0".into(),
                 "report the error on stderr and exit non-zero (the lab's sample prints it and returns 0)".into(),
@@ -670,7 +676,7 @@ pub fn no_writer(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Ver
         }
         _ => {}
     }
-    if check.expect_stderr() && run.stderr.total == 0 {
+    if params.expect_stderr && run.stderr.total == 0 {
         let hint = if run.stdout.total > 0 {
             "the error went to stdout; print it on stderr (perror or fprintf(stderr, ...))"
         } else {
@@ -735,7 +741,7 @@ pub fn repeat(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Verdic
             }
         }
     }
-    let fraction = if check.partial() {
+    let fraction = if check.repeat().partial {
         ok as f64 / runs_wanted as f64
     } else if ok == runs_wanted {
         1.0
@@ -843,7 +849,7 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
     let reader_creates = rt
         .opens(&is_r)
         .iter()
-        .any(|(flags, _)| flags.contains("O_CREAT"));
+        .any(|(flags, _)| mechanism.creates(flags));
     let observed = format!(
         "writer: opened {} {} time(s), mmap {}; reader: opened {} {} time(s), mmap {}, {read} bytes read with read()",
         o.writer_name,
@@ -855,7 +861,8 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
     );
     let open = calls_of(j).open;
     let expected = format!(
-        "writer: {open}, then mmap MAP_SHARED and PROT_WRITE, message stored in the mapping; reader: {open} without O_CREAT, mmap MAP_SHARED, message read from the mapping"
+        "writer: {open}, then mmap MAP_SHARED and PROT_WRITE, message stored in the mapping; reader: {open} without {}, mmap MAP_SHARED, message read from the mapping",
+        calls_of(j).create_flag
     );
     let fail = |message: &str, hint: &str| {
         Ok(Verdict::fail(message)
@@ -912,8 +919,14 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
     }
     if reader_creates {
         return fail(
-            "the reader opened the region with O_CREAT",
-            "open it without O_CREAT: a reader must never create the region",
+            &format!(
+                "the reader opened the region with {}",
+                calls_of(j).create_flag
+            ),
+            &format!(
+                "open it without {}: a reader must never create the region",
+                calls_of(j).create_flag
+            ),
         );
     }
     if !rmaps.iter().any(|m| m.shared) {
@@ -940,7 +953,7 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
 pub fn large(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
     // A machine whose region file system is smaller than the region from
     // the start cannot run this check: the grader's limitation.
-    let size = check.size();
+    let size = check.large().size;
     if let Some(total) = j.region_capacity
         && total < size
     {
@@ -955,7 +968,7 @@ pub fn large(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Verdict
     if let Some(v) = handoff_problem(j, o) {
         return Ok(v);
     }
-    let bound_kib = check.max_peak_mib() * 1024;
+    let bound_kib = check.large().max_peak_mib * 1024;
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     let runs = o.runs();
     let writer_kib = o.writer_peak_kib.unwrap_or(0) + o.region_allocated.unwrap_or(0) / 1024;

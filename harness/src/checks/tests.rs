@@ -447,13 +447,13 @@ fn shm_repeat_counts_the_handoffs_and_names_the_first_failure() {
         }
         vec![Outcome::Repeat(RepeatOutcome {
             rounds: all,
-            wanted: cfg.runs(),
+            wanted: cfg.repeat().runs,
             out_of_time: false,
-            budget: cfg.timeout(),
+            budget: cfg.repeat().budget,
             took: Duration::from_secs(1),
         })]
     };
-    let all = cfg.runs();
+    let all = cfg.repeat().runs;
     passes(judge(Kind::ShmRepeat, &j, rounds(all, None)));
     let v = judge(Kind::ShmRepeat, &j, rounds(all, Some(3)));
     assert_eq!(v.status, Status::Failed);
@@ -509,16 +509,16 @@ fn shm_large_bounds_the_memory_and_knows_a_small_machine() {
     let cfg = check(&r, Kind::ShmLarge);
     let large = |writer_kib: u64| {
         let mut o = good_pair(&r, Who::Learner, Some(Who::Learner));
-        o.plan.size = cfg.size();
+        o.plan.size = cfg.large().size;
         if let Readiness::Ready { seen: Some(s), .. } = &mut o.readiness {
-            s.size = cfg.size();
+            s.size = cfg.large().size;
         }
         o.writer_peak_kib = Some(writer_kib);
         o.region_allocated = Some(4096);
         pair(o)
     };
     passes(judge(Kind::ShmLarge, &j, large(2048)));
-    let v = judge(Kind::ShmLarge, &j, large(cfg.size() / 1024 + 1024));
+    let v = judge(Kind::ShmLarge, &j, large(cfg.large().size / 1024 + 1024));
     assert_eq!(v.status, Status::Failed, "{v:?}");
     let small = Judging {
         region_capacity: Some(64 << 20),

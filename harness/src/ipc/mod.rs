@@ -98,6 +98,8 @@ pub struct Calls {
     pub size: &'static str,
     /// How its name is removed.
     pub remove: &'static str,
+    /// The open flag that creates a region.
+    pub create_flag: &'static str,
 }
 
 /// One IPC mechanism.
@@ -123,6 +125,8 @@ pub trait Mechanism: Sync {
     /// The region name a path in a program's trace refers to, if it is one
     /// of this mechanism's regions (as the program saw it, in its sandbox).
     fn traced_region(&self, path: &str) -> Option<String>;
+    /// Whether a traced open of a region with these flags could create it.
+    fn creates(&self, open_flags: &str) -> bool;
     /// Gives the region `name` in the system place to `uid`:`gid` (the
     /// reference writer's region, as if the learner's writer had made it).
     fn give(&self, name: &str, uid: u32, gid: u32) -> io::Result<()>;

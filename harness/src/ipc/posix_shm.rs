@@ -31,6 +31,7 @@ static CALLS: Calls = Calls {
     open: "shm_open",
     size: "ftruncate",
     remove: "shm_unlink",
+    create_flag: "O_CREAT",
 };
 
 impl Mechanism for PosixShm {
@@ -144,6 +145,10 @@ impl Mechanism for PosixShm {
         (!rest.is_empty() && !rest.contains('/')).then(|| format!("/{rest}"))
     }
 
+    fn creates(&self, open_flags: &str) -> bool {
+        open_flags.split('|').any(|f| f.trim() == "O_CREAT")
+    }
+
     fn give(&self, name: &str, uid: u32, gid: u32) -> io::Result<()> {
         std::os::unix::fs::lchown(Self::file(self.system_dir(), name), Some(uid), Some(gid))
     }
@@ -215,6 +220,12 @@ mod tests {
         assert_eq!(m.traced_region("/tmp/MySharedMemory"), None);
         assert_eq!(m.traced_region("/dev/shm/a/b"), None);
         assert_eq!(m.traced_region("/dev/shmX"), None);
+    }
+
+    #[test]
+    fn only_o_creat_creates() {
+        assert!(PosixShm.creates("O_RDWR|O_CREAT|O_EXCL"));
+        assert!(!PosixShm.creates("O_RDONLY|O_NOFOLLOW"));
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct Spec {
     pub memory_cgroups: Vec<PathBuf>,
     /// The bounded file system its files go to, to tell when it is full.
     pub storage: Option<PathBuf>,
+    /// The platform the program was built for, which says what its
+    /// ending means (a Windows program's exit code is an NTSTATUS).
+    pub target: &'static dyn crate::target::Target,
 }
 
 impl Spec {
@@ -138,6 +141,7 @@ impl Spec {
             confine: Default::default(),
             memory_cgroups: Vec::new(),
             storage: None,
+            target: &crate::target::Native,
         }
     }
 
@@ -700,6 +704,7 @@ impl Running {
             },
             (None, None) => Ending::TimedOut,
         };
+        let ending = self.spec.target.read_ending(ending);
         let ended = self.ended.unwrap_or_else(Instant::now);
         let stdout = self.stdout.snapshot();
         let stderr = self.stderr.snapshot();
