@@ -1,0 +1,40 @@
+//! Programs built for this machine, run as they are: what C, C++ and Rust
+//! hand-ins written for POSIX become.
+
+use std::path::PathBuf;
+
+use super::{Evidence, Target};
+use crate::rubric::BuildConfig;
+use crate::runner::Ending;
+
+pub struct Native;
+
+impl Target for Native {
+    fn id(&self) -> &'static str {
+        "native"
+    }
+
+    fn program_file(&self, name: &str) -> String {
+        name.to_string()
+    }
+
+    fn compilers<'r>(&self, build: &'r BuildConfig) -> (&'r str, &'r str) {
+        (&build.cc, &build.cxx)
+    }
+
+    fn launch(&self, program: PathBuf, args: Vec<String>) -> (PathBuf, Vec<String>) {
+        (program, args)
+    }
+
+    fn read_ending(&self, ending: Ending) -> Ending {
+        ending
+    }
+
+    fn infrastructure(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn evidence(&self) -> Evidence {
+        Evidence::Strace
+    }
+}
