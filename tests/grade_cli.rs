@@ -600,8 +600,10 @@ fn a_grading_stuck_past_its_deadline_still_writes_every_report() {
     // stands, the rest is not graded, and the command ends.
     let out = tempfile::tempdir().unwrap();
     let junit = out.path().join("junit.xml");
+    let own_tmp = own_tmpdir();
     let assert = labgrade_cmd()
         .env("LABGRADE_TEST_STALL_BEFORE", "shm.handoff")
+        .env("TMPDIR", own_tmp.path())
         .arg("grade")
         .arg(fixture("c-sample-port"))
         .args(["--format", "json", "--deadline", "20s", "--junit"])
@@ -639,6 +641,9 @@ fn a_grading_stuck_past_its_deadline_still_writes_every_report() {
         Some(100.0),
         "the maximum stays whole"
     );
+    // Nothing unwinds past the watchdog's exit: it removed the run itself.
+    let left: Vec<_> = std::fs::read_dir(own_tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the stuck grading left {left:?}");
     let xml = std::fs::read_to_string(&junit).expect("the JUnit file is written too");
     assert!(xml.contains("not run"), "{xml}");
 }
@@ -715,4 +720,12 @@ fn file_names_that_are_not_utf8_are_graded_and_shown_escaped() {
         .args(["--only", "file.contents"])
         .assert()
         .stdout(predicate::str::contains('\u{1b}').not());
+}
+
+/// A TMPDIR of a test's own, which learner code (another uid) can pass.
+fn own_tmpdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
 }

@@ -327,11 +327,17 @@ fn gradescope_writes_results_even_when_the_grading_is_stuck() {
     // grader's environment). At the deadline the watchdog writes
     // results.json as it stood, and the command exits 0 as Gradescope wants.
     let root = autograder(Some("c-sample-port"), None);
+    let own_tmp = tempfile::tempdir().unwrap();
     let results = run_gradescope_env(
         root.path(),
         &["--deadline", "20s"],
-        &[("LABGRADE_TEST_STALL_BEFORE", "shm.handoff")],
+        &[
+            ("LABGRADE_TEST_STALL_BEFORE", "shm.handoff"),
+            ("TMPDIR", own_tmp.path().to_str().unwrap()),
+        ],
     );
+    let left: Vec<_> = std::fs::read_dir(own_tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the stuck grading left {left:?}");
     assert_eq!(results["extra_data"]["incomplete"], true, "{results:#}");
     let tests = results["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 15, "every check, and the incomplete notice");

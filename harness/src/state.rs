@@ -16,9 +16,32 @@ pub fn run_dir(parent: &Path) -> std::io::Result<tempfile::TempDir> {
     sweep_runs(parent);
     let me = std::process::id();
     let start = process_state(me).map_or(0, |(_, start)| start);
-    tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix(&format!("{RUN_PREFIX}{me}-{start}."))
-        .tempdir_in(parent)
+        .tempdir_in(parent)?;
+    RUNS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.path().to_path_buf());
+    Ok(dir)
+}
+
+/// This process's run directories, for [`abandon_runs`].
+static RUNS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes this process's run directories when it must exit without
+/// unwinding (the watchdog ending a stuck grading): what is mounted in
+/// them is detached first (learner processes are dead by then).
+pub fn abandon_runs() {
+    let runs = std::mem::take(&mut *RUNS.lock().unwrap_or_else(|e| e.into_inner()));
+    for dir in runs.iter().rev() {
+        if !dir.exists() {
+            continue;
+        }
+        for mount in [dir.join("shm"), dir.clone()] {
+            let _ = rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 const RUN_PREFIX: &str = "labgrade-run.";

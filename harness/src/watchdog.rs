@@ -68,6 +68,9 @@ impl Progress {
                 eprintln!(
                     "labgrade: {reason}; the grading was stuck, so its report was written as it stood"
                 );
+                // Nothing unwinds past exit: the run's files go now.
+                runner::abort_all(&reason);
+                crate::state::abandon_runs();
                 std::process::exit(exit_code);
             }
         });
