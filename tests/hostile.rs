@@ -374,7 +374,20 @@ fn a_huge_file_is_stopped_at_the_file_size_limit() {
 
 #[file_serial(hostile)]
 fn a_memory_hog_is_stopped_at_the_memory_limit() {
-    grade_hostile("hostile-memory-hog");
+    // Touching 1.5 GiB takes 3-4 s of system time on this kind of machine,
+    // as long as mapfile's default CPU limit (half its 5 s): with a longer
+    // timeout the memory limit is what stops it, every time.
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = mmap_lab_kit::rubric_with(
+        dir.path(),
+        "[programs.mapfile]\nbinary = \"mapfile\"\nargs = []\ntimeout = \"5s\"",
+        "[programs.mapfile]\nbinary = \"mapfile\"\nargs = []\ntimeout = \"40s\"",
+    );
+    grade_hostile_at(
+        "hostile-memory-hog",
+        None,
+        &["--rubric", rubric.to_str().unwrap()],
+    );
 }
 
 #[file_serial(hostile)]

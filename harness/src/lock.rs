@@ -10,9 +10,31 @@ use std::path::PathBuf;
 
 use rustix::fs::{FlockOperation, flock};
 
-/// Held locks; released when dropped (closing the files releases them).
+/// Held locks; released when dropped. The holder removes each lock file
+/// before closing it (a grading's fresh names would otherwise leave one in
+/// /tmp each); a grading that locked a file removed meanwhile sees that
+/// its path is another file now, and locks again.
 pub struct NameLocks {
-    _files: Vec<File>,
+    files: Vec<(PathBuf, File)>,
+}
+
+impl Drop for NameLocks {
+    fn drop(&mut self) {
+        for (path, file) in &self.files {
+            if same_file(path, file) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Whether `path` still names the file `file` is open on.
+fn same_file(path: &std::path::Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (path.symlink_metadata(), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// The lock file for a region name: in /tmp (not $TMPDIR, which differs
@@ -45,19 +67,26 @@ pub fn lock_names<'a>(names: impl IntoIterator<Item = &'a str>) -> io::Result<Na
     let deadline = std::time::Instant::now() + WAIT;
     let mut files = Vec::new();
     for path in paths {
-        let file = open_lock(&path)?;
-        while let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            if e != rustix::io::Errno::WOULDBLOCK || std::time::Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "{} stayed locked by another grading",
-                    path.display()
-                )));
+        let file = loop {
+            let file = open_lock(&path)?;
+            while let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                if e != rustix::io::Errno::WOULDBLOCK || std::time::Instant::now() >= deadline {
+                    return Err(io::Error::other(format!(
+                        "{} stayed locked by another grading",
+                        path.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        files.push(file);
+            // Locked; but the holder before may have removed the file as
+            // it let go: then lock the one at the path now.
+            if same_file(&path, &file) {
+                break file;
+            }
+        };
+        files.push((path, file));
     }
-    Ok(NameLocks { _files: files })
+    Ok(NameLocks { files })
 }
 
 /// The lock file, as a regular file: in a /tmp that learner code may share
@@ -88,5 +117,31 @@ fn open_lock(path: &std::path::Path) -> io::Result<File> {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_leaves_no_file_and_a_waiter_gets_the_name_next() {
+        let name = format!("/labgrade-lock-test-{}", std::process::id());
+        let path = lock_path(&name);
+        let first = lock_names([name.as_str()]).unwrap();
+        assert!(path.exists());
+        let waiter = {
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let held = lock_names([name.as_str()]).unwrap();
+                // The waiter holds the file now at the path, not a removed one.
+                assert!(same_file(&lock_path(&name), &held.files[0].1));
+            })
+        };
+        // Whether the waiter is already waiting or not, it must end with
+        // the file at the path locked.
+        drop(first);
+        waiter.join().unwrap();
+        assert!(!path.exists(), "the last holder removed its lock file");
     }
 }

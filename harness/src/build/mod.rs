@@ -425,7 +425,10 @@ pub fn build(
                 why: format!("the build failed ({failure_note}) and produced no {name}"),
             },
             None => Program::Missing {
-                why: format!("the build produced no program named {name}"),
+                why: format!(
+                    "the build produced no program named {name}{}",
+                    what_was_there(&search, dir)
+                ),
             },
         };
         result.programs.insert(name.to_string(), outcome);
@@ -474,6 +477,53 @@ pub fn try_tool(sandbox: &Sandbox, area: &Area, dir: &Path, tool: &str) -> ToolC
         ),
         Ok(f) => ToolCheck::Fails(f.ending.describe()),
     }
+}
+
+/// What the build left where programs are looked for, for a program not
+/// found: the executables it produced, and the sources handed in (at the
+/// top or in src/).
+fn what_was_there(search: &[PathBuf], dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut programs = Vec::new();
+    let mut sources = Vec::new();
+    let src = dir.join("src");
+    for d in search.iter().chain([&src]) {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let name = crate::text::name(&entry.file_name());
+            let rel = match d.strip_prefix(dir) {
+                Ok(sub) if !sub.as_os_str().is_empty() => format!("{}/{name}", sub.display()),
+                _ => name.clone(),
+            };
+            let source = [".c", ".cc", ".cpp", ".cxx", ".rs"]
+                .iter()
+                .any(|e| name.ends_with(e));
+            if source {
+                sources.push(rel);
+            } else if *d != src && meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                programs.push(rel);
+            }
+        }
+    }
+    programs.sort();
+    sources.sort();
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "; it produced: {}; sources found: {}",
+        list(&programs),
+        list(&sources)
+    )
 }
 
 /// How a build step failed, in words; empty when it did not.

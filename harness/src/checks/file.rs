@@ -79,7 +79,7 @@ pub fn output(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, G
         "the line went to stderr; print it on stdout".to_string()
     } else if stdout.contains(message.as_str()) {
         format!("the message is there, but the line must read exactly: {line}")
-    } else if stdout.contains(&line[..line.len().min(20)]) {
+    } else if stdout.contains(&line.chars().take(20).collect::<String>()) {
         "the label is there but not the message: print the text read back from the mapping"
             .to_string()
     } else {

@@ -183,6 +183,18 @@ pub struct Judging<'a> {
     pub region_capacity: Option<u64>,
     /// Every run of the learner's writer and reader so far.
     pub evidence: &'a [RunEvidence],
+    /// A region name of this grading's own, drawn from its seed: the
+    /// interop pairs give it, so a program ignoring NAME is seen.
+    pub fresh_name: String,
+}
+
+/// A fresh portable region name from `rng`: a slash and letters and digits.
+pub fn fresh_name(rng: &mut fastrand::Rng) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz23456789";
+    let tail: String = (0..10)
+        .map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char)
+        .collect();
+    format!("/lab-{tail}")
 }
 
 /// The outcomes of a check's plans, in the order it declared them.
@@ -335,8 +347,15 @@ pub fn ending_summary(run: &Finished) -> String {
         ));
     }
     let stderr = run.stderr.text();
-    if let Some(first) = stderr.lines().find(|l| !l.trim().is_empty()) {
+    let mut lines = stderr.lines().filter(|l| !l.trim().is_empty());
+    if let Some(first) = lines.next() {
         text.push_str(&format!("; stderr: {}", first.trim()));
+        // A Rust panic says where on its first line and why on the next.
+        if first.contains("panicked at")
+            && let Some(why) = lines.next()
+        {
+            text.push_str(&format!(" {}", why.trim()));
+        }
     }
     text
 }
@@ -377,11 +396,11 @@ pub fn ending_hint(run: &Finished, part: Part) -> Option<String> {
         Ending::Signalled(SIGSEGV) => Some(
             "a segmentation fault: check every call's result (mmap returns MAP_FAILED, not NULL, when it fails)".into(),
         ),
+        Ending::Signalled(SIGXCPU | SIGKILL) if memory => Some(format!(
+            "{what} ran into the memory limit: it used far more memory than the lab needs"
+        )),
         Ending::Signalled(SIGXCPU) => Some(format!("{what} used up its CPU time limit: look for an endless loop")),
         Ending::Signalled(SIGXFSZ) => Some(format!("{what} wrote a file past the file-size limit")),
-        Ending::Signalled(SIGKILL) if memory => {
-            Some(format!("{what} was killed at the memory limit: it used far more memory than the lab needs"))
-        }
         Ending::TimedOut => Some(format!(
             "{what} was still running at its deadline: it must not wait for input or loop"
         )),

@@ -11,7 +11,7 @@ use crate::experiments::{
 };
 use crate::ipc::{Entry, Seen};
 use crate::observe::watch;
-use crate::rubric::{CheckConfig, ExpectExit, Release, fill};
+use crate::rubric::{CheckConfig, ExpectExit, MatchMode, Release, fill};
 use crate::runner::Ending;
 use crate::session::Who;
 
@@ -28,6 +28,7 @@ fn plan(j: &Judging, writer: Who, reader: Option<Who>) -> PairPlan {
         jitter: std::time::Duration::ZERO,
         jitter_seed: 0,
         hold: true,
+        name: None,
     }
 }
 
@@ -42,16 +43,27 @@ pub fn learner_pair(j: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<
 
 /// The learner's writer with the reference reader (shm.observed and
 /// shm.writer_interop).
+/// Under the grading's fresh name, unless the rubric says the writer's
+/// name is fixed in its source: a writer that ignores NAME fails here.
 pub fn writer_with_reference(j: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
-    vec![Plan::Pair(plan(j, Who::Learner, Some(Who::Reference)))]
+    let mut p = plan(j, Who::Learner, Some(Who::Reference));
+    if j.rubric.programs.writer.name.is_none() {
+        p.name = Some(j.fresh_name.clone());
+    }
+    vec![Plan::Pair(p)]
 }
 
 /// The reference writer, with a fresh random message, and the learner's
-/// reader.
+/// reader (shm.reader_interop).
 pub fn reference_writer(j: &Judging, _: &CheckConfig, rng: &mut fastrand::Rng) -> Vec<Plan> {
     let mut p = plan(j, Who::Reference, Some(Who::Learner));
     p.message = random_message(j, rng);
     p.hold = false;
+    // Under the grading's fresh name too, unless the reader's is fixed: a
+    // reader that ignores NAME fails here.
+    if j.rubric.programs.reader.name.is_none() {
+        p.name = Some(j.fresh_name.clone());
+    }
     vec![Plan::Pair(p)]
 }
 
@@ -159,6 +171,13 @@ fn region_problem(j: &Judging, o: &PairOutcome, seen: Option<&Seen>, timed_out: 
                     "create the region with {}; a plain file or a pipe is not shared memory",
                     calls_of(j).create
                 )
+            } else if o.plan.name.is_some()
+                && others.iter().any(|n| **n == j.rubric.region.name)
+            {
+                format!(
+                    "the writer ignored its NAME argument: it was given {name} and made {} instead; create the region NAME names",
+                    j.rubric.region.name
+                )
             } else {
                 format!("use the name the writer is given ({name}), exactly")
             };
@@ -264,9 +283,16 @@ fn readiness_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
 /// The reader's output, against the line expected for `message`.
 fn reader_problem(j: &Judging, o: &PairOutcome, message: &str, whose: &str) -> Option<Verdict> {
     let reader = o.reader.as_ref()?;
-    let line = expected_line(j, message);
+    // The reference reader prints its own line, whatever line the rubric
+    // asks of the learner's: it is judged by the message it read.
+    let (line, mode) = match o.plan.reader {
+        Some(Who::Reference) => (
+            format!("{}{message}", mmap_lab::contract::SHM_LINE_PREFIX),
+            MatchMode::Line,
+        ),
+        _ => (expected_line(j, message), j.rubric.output.mode),
+    };
     let stdout = reader.stdout.text();
-    let mode = j.rubric.output.mode;
     if reader.ending.success() && has_line(&stdout, &line, mode, message) {
         return None;
     }
@@ -288,6 +314,15 @@ fn reader_problem(j: &Judging, o: &PairOutcome, message: &str, whose: &str) -> O
                     opened.join(", ")
                 ));
             }
+        }
+        if hint.is_none()
+            && o.plan.reader == Some(Who::Learner)
+            && let Some(given) = &o.plan.name
+        {
+            hint = Some(format!(
+                "it was given NAME {given}, not {}: a reader that opens a fixed name fails here; open the region its NAME argument names",
+                j.rubric.region.name
+            ));
         }
         Verdict::fail(format!(
             "{whose} reader did not exit 0: {}",
@@ -698,6 +733,27 @@ pub fn cleanup(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, 
         "no region {} and no learner process once the writer has exited",
         o.writer_name
     );
+    // Nothing to clean up is not clean: the region must have existed
+    // while the writer ran.
+    if !matches!(
+        &o.readiness,
+        Readiness::Ready {
+            seen: Some(Seen { regular: true, .. }),
+            ..
+        }
+    ) {
+        return Ok(Verdict::fail(format!(
+            "there was no region {} to clean up: the writer never made it",
+            o.writer_name
+        ))
+        .expected(expected)
+        .observed(format!("no region {} while the writer ran", o.writer_name))
+        .hint(format!(
+            "create the region with {} first; cleaning up means removing what was made",
+            calls_of(j).create
+        ))
+        .runs(runs));
+    }
     if let Some(left) = &o.left_region {
         return Ok(Verdict::fail(format!(
             "{} was still there after the writer exited",
@@ -817,7 +873,11 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
     // programs so far (this one, the interop pairs, the repeats...), by the
     // region's inode: a read under another name is still a read of it, and
     // a program that behaves only while traced is caught where it is not.
-    if j.evidence.iter().any(|e| e.io.is_none()) {
+    // This pair ran to its end (shm.handoff passed): without a record of
+    // its reads and writes, the watch does not work here. (A run the
+    // grader had to kill may leave none; it is simply not evidence.)
+    let watched = o.writer.io.is_some() && o.reader.as_ref().is_some_and(|r| r.io.is_some());
+    if !watched {
         return Ok(Verdict::unavailable(
             "reads and writes cannot be watched here (the kernel's seccomp notifications are missing)",
         )

@@ -51,6 +51,7 @@ fn judging<'a>(
         untraceable: None,
         region_capacity: Some(1 << 30),
         evidence,
+        fresh_name: "/lab-fresh".into(),
     }
 }
 
@@ -268,6 +269,7 @@ fn pair_plan(r: &Rubric, writer: Who, reader: Option<Who>) -> PairPlan {
         jitter: Duration::ZERO,
         jitter_seed: 0,
         hold: true,
+        name: None,
     }
 }
 
@@ -565,4 +567,85 @@ fn checks_that_share_a_handoff_ask_for_the_same_plan() {
     assert_eq!(plans(Kind::ShmHandoff), plans(Kind::ShmUsesMmap));
     assert_eq!(plans(Kind::ShmObserved), plans(Kind::ShmWriterInterop));
     assert_ne!(plans(Kind::ShmHandoff), plans(Kind::ShmWriterInterop));
+}
+
+// ------------------------------------------------- issue 14's verdicts
+
+/// The default rubric with `from` replaced by `to`.
+fn rubric_with(from: &str, to: &str) -> Rubric {
+    let text = crate::rubric::DEFAULT_RUBRIC;
+    assert!(text.contains(from), "no {from:?} in the default rubric");
+    Rubric::parse(&text.replacen(from, to, 1), "test rubric").unwrap()
+}
+
+#[test]
+fn the_reference_reader_is_judged_by_the_message_not_the_rubrics_line() {
+    // A lab whose reader prints only the text: the learner's writer is
+    // still right when the reference reader prints its own line.
+    let r = rubric_with(
+        "line = \"Data from shared memory: {message}\"",
+        "line = \"{message}\"",
+    );
+    let b = built(&r);
+    let j = judging(&r, &b, &[]);
+    let ok = good_pair(&r, Who::Learner, Some(Who::Reference));
+    passes(judge(Kind::ShmWriterInterop, &j, pair(ok)));
+}
+
+#[test]
+fn cleanup_is_not_passed_when_nothing_was_made() {
+    let (r, b) = (rubric(), built(&rubric()));
+    let j = judging(&r, &b, &[]);
+    let mut never = good_pair(&r, Who::Learner, Some(Who::Learner));
+    never.readiness = Readiness::Ready {
+        after: Duration::from_millis(1),
+        seen: None,
+    };
+    fails_hinting(
+        &judge(Kind::ShmCleanup, &j, pair(never)),
+        "create the region",
+    );
+}
+
+#[test]
+fn a_line_of_non_ascii_text_is_never_sliced_inside_a_character() {
+    // 'é' is two bytes: byte 20 falls inside one.
+    let r = rubric_with(
+        "line = \"Data from memory-mapped file: {message}\"",
+        "line = \"aéééééééééééééééééééé: {message}\"",
+    );
+    let b = built(&r);
+    let j = judging(&r, &b, &[]);
+    let label = mapfile(
+        finished(Ending::Exited(0), "aéééééééééééééééééééé: \n", ""),
+        good_file(),
+        "",
+    );
+    fails_hinting(&judge(Kind::FileOutput, &j, label), "label is there");
+}
+
+#[test]
+fn a_rust_panics_reason_stays_in_what_was_observed() {
+    let run = finished(
+        Ending::Exited(101),
+        "",
+        "thread 'main' panicked at src/bin/shm_writer.rs:12:5:\nSIZE must be a number\nnote: run with `RUST_BACKTRACE=1`\n",
+    );
+    let seen = ending_summary(&run);
+    assert!(seen.contains("SIZE must be a number"), "{seen}");
+}
+
+#[test]
+fn commands_are_shown_as_a_shell_takes_them() {
+    let mut run = finished(Ending::Exited(0), "", "");
+    run.record.argv = vec![
+        "./shm_writer".into(),
+        "/MySharedMemory".into(),
+        "1024".into(),
+        "Shared Memory Data!".into(),
+    ];
+    assert_eq!(
+        run.record.command_line(),
+        "./shm_writer /MySharedMemory 1024 'Shared Memory Data!'"
+    );
 }

@@ -40,6 +40,9 @@ pub struct PairPlan {
     /// Keep the writer held for the rubric's `hold` after the reader, and
     /// require it to stay.
     pub hold: bool,
+    /// The name both programs are given, when it is not the rubric's (a
+    /// fresh one per grading, so that a program ignoring NAME is seen).
+    pub name: Option<String>,
 }
 
 /// How the wait for the writer's readiness ended.
@@ -143,7 +146,9 @@ impl PairOutcome {
             _ => None,
         };
         let mut seen = Vec::new();
-        if self.plan.writer == Who::Learner {
+        // A run killed before its init could report has no record: it is
+        // no evidence either way.
+        if self.plan.writer == Who::Learner && self.writer.io.is_some() {
             seen.push(RunEvidence {
                 role: Role::Writer,
                 region,
@@ -152,6 +157,7 @@ impl PairOutcome {
         }
         if self.plan.reader == Some(Who::Learner)
             && let Some(r) = &self.reader
+            && r.io.is_some()
         {
             seen.push(RunEvidence {
                 role: Role::Reader,
@@ -313,6 +319,9 @@ pub fn run(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, GraderE
 /// region under the name the reader looks for; the reference reader looks
 /// under the writer's name.
 fn names(session: &Session, plan: &PairPlan) -> (String, String) {
+    if let Some(name) = &plan.name {
+        return (name.clone(), name.clone());
+    }
     let rubric = session.rubric();
     let (w, r) = match (plan.writer, plan.reader) {
         (Who::Reference, _) => (rubric.reader_name(), rubric.reader_name()),

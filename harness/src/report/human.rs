@@ -152,7 +152,7 @@ fn write_details(out: &mut dyn Write, check: &CheckReport) -> io::Result<()> {
 fn describe_run(run: &RunRecord) -> String {
     format!(
         "{}  →  {} ({} ms)",
-        run.argv.join(" "),
+        run.command_line(),
         run.describe_exit(),
         run.wall_ms
     )

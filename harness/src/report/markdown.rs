@@ -146,7 +146,7 @@ pub fn check_details(c: &CheckReport) -> String {
     for run in &c.runs {
         s.push_str(&format!(
             "- ran: {} → {}\n",
-            inline(&run.argv.join(" ")),
+            inline(&run.command_line()),
             run.describe_exit()
         ));
     }

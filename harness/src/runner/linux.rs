@@ -278,8 +278,9 @@ pub fn become_subreaper() -> io::Result<()> {
 /// Kills and reaps the orphans re-parented to this process: its children
 /// that are not among `known` (children the runner started and is waiting
 /// for, never touched here). Each is reaped by its own pid, so no other
-/// child's exit status is ever taken. Returns how many were still alive.
-pub fn sweep_orphans(known: &HashSet<u32>) -> u32 {
+/// child's exit status is ever taken. Returns how many of those `counts`
+/// were still alive.
+pub fn sweep_orphans(known: &HashSet<u32>, counts: &dyn Fn(u32) -> bool) -> u32 {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
@@ -296,7 +297,9 @@ pub fn sweep_orphans(known: &HashSet<u32>) -> u32 {
             continue;
         }
         if state != "Z" {
-            alive += 1;
+            if counts(pid) {
+                alive += 1;
+            }
             signal_process(pid, SIGKILL);
         }
         // SAFETY: reaping one specific orphan of ours.

@@ -284,6 +284,13 @@ pub struct StreamRecord {
 }
 
 impl RunRecord {
+    /// The command as a shell would take it, quoted where it must be:
+    /// `./shm_writer /MySharedMemory 1024 'Shared Memory Data!'`.
+    pub fn command_line(&self) -> String {
+        shlex::try_join(self.argv.iter().map(String::as_str))
+            .unwrap_or_else(|_| self.argv.join(" "))
+    }
+
     /// How the run ended, in words: "exit 0", "killed by SIGBUS"...
     pub fn describe_exit(&self) -> String {
         match &self.exit {
@@ -381,7 +388,7 @@ impl std::fmt::Display for Limit {
                 f,
                 "disk: {used_mib} MiB of the grading's {size_mib} MiB of storage used"
             ),
-            Limit::Memory => write!(f, "memory: killed at the memory limit"),
+            Limit::Memory => write!(f, "memory: it ran into the memory limit"),
         }
     }
 }
@@ -653,13 +660,17 @@ impl Running {
             }
         }
         self.stdin = None;
+        // Only the learner's processes count as left behind: a sandbox's
+        // own processes still on their way out after it (bwrap, the init)
+        // are killed as well, but are not the learner's doing.
         let left = os::group_members(self.pid, self.pid);
+        let learner_left = left.iter().filter(|&&p| is_learner(p)).count() as u32;
         if !left.is_empty() {
             os::signal_group(self.pid, SIGKILL);
         }
         // Orphans that escaped the group (setsid, double fork) were
         // re-parented to the grader: kill and reap them.
-        let escaped = os::sweep_orphans(&live());
+        let escaped = os::sweep_orphans(&live(), &is_learner);
         // Inside a sandbox, its init reports what the program left behind,
         // and how it really ended (the sandbox turns a signal into 128+N),
         // or why it could not start it.
@@ -733,7 +744,7 @@ impl Running {
             stderr: StreamRecord::from(&stderr),
             wall_ms: ended.duration_since(self.started).as_millis() as u64,
             peak_rss_kib: raw.and_then(|e| e.peak_rss_kib),
-            left_behind: left.len() as u32 + escaped + in_sandbox,
+            left_behind: learner_left + escaped + in_sandbox,
             limits_hit: limits.iter().map(Limit::to_string).collect(),
         };
         Finished {
@@ -782,29 +793,31 @@ pub fn register_helper(path: &Path) {
 /// program: the sandbox and the tracer. Each target adds its own.
 const MACHINERY: &[&str] = &["bwrap", "strace"];
 
-/// The processes under `root` that are the learner's: not the sandbox, not
-/// the tracer, not a target's machinery, not labgrade's own helper
-/// (recognised by the file they run, whatever path the sandbox shows it
-/// under).
-fn learner_processes(root: u32) -> Vec<u32> {
+/// Whether the process `pid` is the learner's: not the sandbox, not the
+/// tracer, not a target's machinery, not labgrade's own helper
+/// (recognised by the file it runs, whatever path the sandbox shows it
+/// under), and not a process on its way out whose file is gone already.
+fn is_learner(pid: u32) -> bool {
     if let Ok(exe) = std::env::current_exe() {
         register_helper(&exe);
     }
-    let helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let Ok(target) = std::fs::read_link(&exe) else {
+        return false;
+    };
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if MACHINERY.contains(&name) || crate::target::infrastructure().any(|n| n == name) {
+        return false;
+    }
+    let helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+    identity(&exe).is_some_and(|id| !helpers.contains(&id))
+}
+
+/// The processes under `root` that are the learner's ([`is_learner`]).
+fn learner_processes(root: u32) -> Vec<u32> {
     os::process_tree(root)
         .into_iter()
-        .filter(|&p| {
-            let exe = PathBuf::from(format!("/proc/{p}/exe"));
-            let name = std::fs::read_link(&exe).ok();
-            let name = name
-                .as_ref()
-                .and_then(|n| n.file_name())
-                .and_then(|n| n.to_str())
-                .unwrap_or("");
-            !MACHINERY.contains(&name)
-                && !crate::target::infrastructure().any(|n| n == name)
-                && identity(&exe).is_some_and(|id| !helpers.contains(&id))
-        })
+        .filter(|&p| is_learner(p))
         .collect()
 }
 
@@ -851,23 +864,36 @@ fn limits_hit(
             });
         }
     }
-    if spec.memory_cgroups.iter().any(|dir| oom_killed(dir)) {
+    let signalled = raw.and_then(|e| e.signal).is_some();
+    if spec
+        .memory_cgroups
+        .iter()
+        .any(|dir| oom_killed(dir, signalled))
+    {
         hit.push(Limit::Memory);
     }
     hit
 }
 
 /// Whether the kernel killed something in this memory cgroup for memory.
-fn oom_killed(dir: &std::path::Path) -> bool {
-    ["memory.events", "memory.oom_control"].iter().any(|file| {
+/// Whether the cgroup at `dir` ran into its memory limit: a process was
+/// killed there for memory or, for a program that a signal ended
+/// (`signalled`), an allocation hit the limit (then reclaim can spin so
+/// long that the CPU limit ends the program first, and memory is still the
+/// cause; a program that exits by itself may well have only filled caches).
+fn oom_killed(dir: &std::path::Path, signalled: bool) -> bool {
+    let counter = |file: &str, key: &str| {
         std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
             text.lines().any(|l| {
-                l.strip_prefix("oom_kill ")
+                l.strip_prefix(key)
                     .and_then(|n| n.trim().parse::<u64>().ok())
                     .is_some_and(|n| n > 0)
             })
         })
-    })
+    };
+    counter("memory.events", "oom_kill ")
+        || counter("memory.oom_control", "oom_kill ")
+        || (signalled && (counter("memory.events", "max ") || counter("memory.failcnt", "")))
 }
 
 #[cfg(test)]

@@ -79,23 +79,25 @@ pub fn infrastructure() -> impl Iterator<Item = &'static str> {
 }
 
 /// C or C++ sources written for Windows only: they include windows.h and
-/// never sys/mman.h. Returns the files.
+/// never sys/mman.h. Returns the files. Sources are read as bytes: one
+/// saved in a Windows code page (a cp1252 "é" in a comment) is not UTF-8.
 fn windows_only(dir: &Path) -> Option<String> {
     let mut windows = Vec::new();
     let mut posix = false;
-    visit_sources(dir, dir, &mut |rel, text| {
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("<windows.h>") || lower.contains("\"windows.h\"") {
+    visit_sources(dir, dir, &mut |rel, bytes| {
+        let lower = bytes.to_ascii_lowercase();
+        let has = |needle: &[u8]| memchr::memmem::find(&lower, needle).is_some();
+        if has(b"<windows.h>") || has(b"\"windows.h\"") {
             windows.push(rel.to_string());
         }
-        if lower.contains("<sys/mman.h>") {
+        if has(b"<sys/mman.h>") {
             posix = true;
         }
     });
     (!windows.is_empty() && !posix).then(|| windows.join(", "))
 }
 
-fn visit_sources(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &str)) {
+fn visit_sources(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &[u8])) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -116,14 +118,34 @@ fn visit_sources(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &str)) {
                 .extension()
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| ["c", "cc", "cpp", "cxx", "h", "hpp"].contains(&e))
-            && let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(bytes) = std::fs::read(&path)
         {
             let rel = path
                 .strip_prefix(root)
                 .unwrap_or(&path)
                 .display()
                 .to_string();
-            f(&rel, &text);
+            f(&rel, &bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_sources_in_a_windows_code_page_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        // cp1252: "é" is the single byte 0xE9, which is not UTF-8.
+        std::fs::write(
+            dir.path().join("shm_writer.c"),
+            b"/* cr\xe9\xe9 par moi */\n#include <Windows.h>\nint main(void) { return 0; }\n",
+        )
+        .unwrap();
+        let found = detect(dir.path()).unwrap_err();
+        assert_eq!(found.files, "shm_writer.c");
+        std::fs::write(dir.path().join("mapfile.c"), b"#include <sys/mman.h>\n").unwrap();
+        assert!(detect(dir.path()).is_ok(), "POSIX code beside it: native");
     }
 }
