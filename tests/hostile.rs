@@ -436,6 +436,25 @@ fn a_hostile_makefile_is_contained_too() {
 /// if the verdicts differ: a fork storm and daemons at the uid level.
 #[file_serial(hostile)]
 fn at_the_uid_level_leftovers_are_still_swept() {
+    // System V objects live in the machine's IPC namespace at this level:
+    // the learner uid's go with the grading.
+    grade_hostile_at("hostile-sysv-litter", Some("uid"), &[]);
+    let owned: Vec<String> = ["shm", "sem"]
+        .iter()
+        .flat_map(|table| {
+            let text = std::fs::read_to_string(format!("/proc/sysvipc/{table}")).unwrap();
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    // uid is the 8th column of shm, the 5th of sem.
+                    let uid_at = if *table == "shm" { 7 } else { 4 };
+                    l.split_whitespace().nth(uid_at) == Some(&LEARNER_UID.to_string())
+                })
+                .map(|l| format!("{table}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(owned.is_empty(), "left in the machine's IPC: {owned:#?}");
     let (_, r) = grade_json(
         &hostile("hostile-daemons"),
         &[

@@ -83,6 +83,13 @@ impl Experiments {
         if let Some(done) = self.made.get(plan) {
             return Ok(done.clone());
         }
+        // Nothing an earlier experiment's programs left (other names,
+        // semaphores, System V objects at the uid level) reaches this one.
+        // The rounds of one Repeat are one experiment: what a round leaves
+        // for the next is the learner's, as when run by hand.
+        if !matches!(plan, Plan::Mapfile) {
+            session.regions().clear();
+        }
         let outcome = match plan {
             Plan::Mapfile => Outcome::Mapfile(mapfile::run(session)?),
             Plan::NoWriter { timeout } => Outcome::NoWriter(no_writer::run(session, *timeout)?),

@@ -9,6 +9,7 @@
 //! it saw ([`Seen`]) from metadata and positioned reads.
 
 pub mod posix_shm;
+pub mod sysv;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub struct Place {
     /// Whether it is this grading's alone (else fixed names are locked
     /// against other gradings).
     pub private: bool,
+    /// In a place shared with the machine: the uid whose objects there are
+    /// the learner's (the uid level), if learner code has one of its own.
+    pub learner: Option<u32>,
 }
 
 /// What a sandbox gives every program of a grading so that writer and
@@ -120,6 +124,10 @@ pub trait Mechanism: Sync {
     fn make_absent(&self, place: &Place, name: &str) -> io::Result<()>;
     /// Everything present in `place`, sorted by name.
     fn entries(&self, place: &Place) -> Vec<Entry>;
+    /// Removes everything of the learner's in `place`: all of a private
+    /// place, what the learner's uid owns in a shared one (nothing where
+    /// learner code runs as the grader, which cannot tell whose it is).
+    fn clear(&self, place: &Place);
     /// The storage behind `place`: (total bytes, free bytes).
     fn capacity(&self, place: &Place) -> io::Result<(u64, u64)>;
     /// The region name a path in a program's trace refers to, if it is one
@@ -153,6 +161,17 @@ impl Regions<'_> {
     }
     pub fn capacity(&self) -> io::Result<(u64, u64)> {
         self.mechanism.capacity(self.place)
+    }
+    /// Clears what learner code left in the grading's IPC namespace: the
+    /// mechanism's place, and System V objects where the namespace is the
+    /// machine's (at the full level each process has its own).
+    pub fn clear(&self) {
+        self.mechanism.clear(self.place);
+        if !self.place.private
+            && let Some(uid) = self.place.learner
+        {
+            sysv::remove_owned_by(uid);
+        }
     }
 }
 

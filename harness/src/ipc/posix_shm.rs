@@ -133,6 +133,27 @@ impl Mechanism for PosixShm {
         found
     }
 
+    fn clear(&self, place: &Place) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(&place.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            let theirs = place.private || place.learner == Some(meta.uid());
+            if theirs {
+                let _ = if meta.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+    }
+
     fn capacity(&self, place: &Place) -> io::Result<(u64, u64)> {
         let st = rustix::fs::statvfs(&place.dir)?;
         Ok((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
@@ -166,6 +187,7 @@ mod tests {
         Place {
             dir: dir.to_path_buf(),
             private: true,
+            learner: None,
         }
     }
 
@@ -207,6 +229,23 @@ mod tests {
         std::fs::write(dir.path().join("r/deep/f"), b"x").unwrap();
         PosixShm.make_absent(&place(dir.path()), "/r").unwrap();
         assert!(PosixShm.entries(&place(dir.path())).is_empty());
+    }
+
+    #[test]
+    fn clearing_a_private_place_removes_everything_and_a_shared_one_only_the_learners() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sem.left"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("junk")).unwrap();
+        PosixShm.clear(&place(dir.path()));
+        assert!(PosixShm.entries(&place(dir.path())).is_empty());
+        std::fs::write(dir.path().join("other"), b"").unwrap();
+        let shared = Place {
+            dir: dir.path().to_path_buf(),
+            private: false,
+            learner: Some(u32::MAX - 1),
+        };
+        PosixShm.clear(&shared);
+        assert_eq!(PosixShm.entries(&shared).len(), 1, "not the learner's");
     }
 
     #[test]

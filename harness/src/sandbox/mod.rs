@@ -446,6 +446,7 @@ impl Sandbox {
                     place: Place {
                         dir: shm_dir,
                         private: true,
+                        learner: None,
                     },
                     ref_token,
                     ref_token_file,
@@ -461,6 +462,7 @@ impl Sandbox {
                     place: Place {
                         dir: mechanism.system_dir().to_path_buf(),
                         private: false,
+                        learner: self.uid.map(|(uid, _)| uid),
                     },
                     ref_token,
                     ref_token_file,
@@ -504,6 +506,8 @@ impl Sandbox {
             for dir in [mechanism.system_dir(), Path::new("/tmp")] {
                 remove_owned_by(dir, uid);
             }
+            // The machine's IPC namespace is shared at this level too.
+            crate::ipc::sysv::remove_owned_by(uid);
         }
     }
 
