@@ -254,6 +254,26 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
             "map it with PROT_READ|PROT_WRITE and MAP_SHARED",
         );
     }
+    // The message and its NUL must be within what the mapping reaches.
+    let need = j.rubric.file.message.len() as u64 + 1;
+    if !maps.iter().any(|m| m.stores_cover(need)) {
+        let widest = maps
+            .iter()
+            .filter(|m| m.shared && m.writable)
+            .map(|m| (m.offset, m.len))
+            .max_by_key(|(_, len)| *len)
+            .unwrap_or((0, 0));
+        return fail(
+            &format!(
+                "the shared writable mapping covers {} bytes from offset {}: the message and its NUL are bytes 0 to {need}",
+                widest.1, widest.0
+            ),
+            &format!(
+                "map the file from offset 0 for its whole size ({} bytes), then store the message at the start of the mapping",
+                j.rubric.file.size
+            ),
+        );
+    }
     if let Some((call, new)) = trace.new_names(&named).first() {
         return fail(
             &format!("mapfile gave {name} a second name ({call} to {new})"),

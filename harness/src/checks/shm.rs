@@ -189,7 +189,20 @@ fn region_problem(j: &Judging, o: &PairOutcome, seen: Option<&Seen>, timed_out: 
             .observed(format!("{name} is a special file, not a region"))
             .hint(format!("create it with {}", calls_of(j).open)),
         Some(s) if s.size != size => {
-            let hint = if s.size == 0 {
+            // The trace may say why the size never took: sizing a region
+            // opened read-only fails with EINVAL.
+            let mechanism = j.mechanism;
+            let is_region = |p: &str| mechanism.traced_region(p).as_ref() == Some(name);
+            let refused = o
+                .writer_trace
+                .as_ref()
+                .and_then(|t| t.failed_on(&["ftruncate"], 0, &is_region));
+            let hint = if let Some(errno) = refused {
+                format!(
+                    "{}(fd, {size}) failed with {errno}: a region opened read-only (O_RDONLY) cannot be sized; open it with O_RDWR",
+                    calls_of(j).size
+                )
+            } else if s.size == 0 {
                 format!(
                     "the region is empty: size it with {}(fd, {size}) before mmap",
                     calls_of(j).size

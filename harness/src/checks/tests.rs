@@ -649,3 +649,47 @@ fn commands_are_shown_as_a_shell_takes_them() {
         "./shm_writer /MySharedMemory 1024 'Shared Memory Data!'"
     );
 }
+
+#[test]
+fn a_mapping_too_small_for_the_message_is_not_writing_through_it() {
+    // Ten bytes mapped shared and writable: the message's 27 bytes are not
+    // all within reach of the mapping.
+    let (r, b) = (rubric(), built(&rubric()));
+    let j = judging(&r, &b, &[]);
+    let small = MAPFILE_TRACE.replacen(
+        "mmap(NULL, 1024, PROT_READ|PROT_WRITE",
+        "mmap(NULL, 10, PROT_READ|PROT_WRITE",
+        1,
+    );
+    let v = judge(
+        Kind::FileUsesMmap,
+        &j,
+        mapfile(
+            finished(Ending::Exited(0), FILE_LINE, ""),
+            good_file(),
+            &small,
+        ),
+    );
+    assert!(v.message.contains("covers 10 bytes"), "{v:#?}");
+    fails_hinting(&v, "from offset 0 for its whole size");
+}
+
+#[test]
+fn a_region_opened_read_only_is_told_to_open_it_read_write() {
+    let (r, b) = (rubric(), built(&rubric()));
+    let j = judging(&r, &b, &[]);
+    let mut o = good_pair(&r, Who::Learner, Some(Who::Learner));
+    o.readiness = Readiness::TimedOut {
+        last: Some(Seen {
+            size: 0,
+            allocated: 0,
+            head: Vec::new(),
+            regular: true,
+            id: (5, 6),
+        }),
+    };
+    o.writer_trace = Some(Trace::parse(
+        "9 openat(AT_FDCWD</w>, \"/dev/shm/MySharedMemory\", O_RDONLY|O_CREAT, 0600) = 3</dev/shm/MySharedMemory>\n9 ftruncate(3</dev/shm/MySharedMemory>, 1024) = -1 EINVAL (Invalid argument)\n",
+    ));
+    fails_hinting(&judge(Kind::ShmHandoff, &j, pair(o)), "open it with O_RDWR");
+}

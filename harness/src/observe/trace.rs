@@ -238,12 +238,26 @@ impl Trace {
         })
     }
 
+    /// The error (`EINVAL`, `EACCES`...) of the first failed `name` call on
+    /// a descriptor of the target (argument `fd_arg`), if one failed.
+    pub fn failed_on(
+        &self,
+        names: &[&str],
+        fd_arg: usize,
+        is_target: &dyn Fn(&str) -> bool,
+    ) -> Option<String> {
+        self.on(names, fd_arg, is_target)
+            .find(|c| c.failed())
+            .and_then(|c| c.ret.split_whitespace().nth(1).map(str::to_string))
+    }
+
     /// Successful mmaps of the target.
     pub fn mmaps<'a>(&'a self, is_target: &'a dyn Fn(&str) -> bool) -> Vec<Mapping> {
         self.on(&["mmap", "mmap2"], 4, is_target)
             .filter(|c| !c.failed())
             .map(|c| Mapping {
                 len: c.args.get(1).and_then(|l| l.parse().ok()).unwrap_or(0),
+                offset: c.args.get(5).and_then(|o| parse_number(o)).unwrap_or(0),
                 writable: c.args.get(2).is_some_and(|p| p.contains("PROT_WRITE")),
                 readable: c.args.get(2).is_some_and(|p| p.contains("PROT_READ")),
                 shared: c.args.get(3).is_some_and(|f| f.contains("MAP_SHARED")),
@@ -317,9 +331,27 @@ impl Trace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     pub len: u64,
+    /// Where in the file it starts.
+    pub offset: u64,
     pub readable: bool,
     pub writable: bool,
     pub shared: bool,
+}
+
+/// A number as strace prints it: decimal, or hexadecimal after 0x.
+fn parse_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+impl Mapping {
+    /// Whether stores through it reach the file's bytes `0..end`.
+    pub fn stores_cover(&self, end: u64) -> bool {
+        self.shared && self.writable && self.offset == 0 && self.len >= end
+    }
 }
 
 /// `name(args) = ret` into a Call.
@@ -402,6 +434,27 @@ mod tests {
 "#;
 
     #[test]
+    fn a_failed_call_on_the_target_says_its_error() {
+        let t = Trace::parse("5 ftruncate(3</dev/shm/r>, 1024) = -1 EINVAL (Invalid argument)\n");
+        let r = |p: &str| p == "/dev/shm/r";
+        assert_eq!(
+            t.failed_on(&["ftruncate"], 0, &r).as_deref(),
+            Some("EINVAL")
+        );
+        assert_eq!(t.failed_on(&["mmap"], 4, &r), None);
+    }
+
+    #[test]
+    fn a_mappings_offset_is_read_in_decimal_or_hex() {
+        let t = Trace::parse(
+            "5 mmap(NULL, 10, PROT_READ|PROT_WRITE, MAP_SHARED, 3</w/datafile.bin>, 0x1000) = 0x7f0000000000\n",
+        );
+        let maps = t.mmaps(&|p: &str| p.ends_with("datafile.bin"));
+        assert_eq!((maps[0].offset, maps[0].len), (4096, 10));
+        assert!(!maps[0].stores_cover(27));
+    }
+
+    #[test]
     fn calls_are_tied_to_the_files_they_touch() {
         let trace = Trace::parse(SAMPLE);
         assert_eq!(trace.calls.len(), 7);
@@ -410,6 +463,7 @@ mod tests {
             trace.mmaps(&shm),
             vec![Mapping {
                 len: 1024,
+                offset: 0,
                 readable: true,
                 writable: true,
                 shared: true
