@@ -99,18 +99,8 @@ impl Mechanism for PosixShm {
 
     fn make_absent(&self, place: &Place, name: &str) -> io::Result<()> {
         let path = Self::file(&place.dir, name);
-        let result = match path.symlink_metadata() {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
-            Err(e) => Err(e),
-        };
-        match result {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
-                e.kind(),
-                format!("cannot remove {}: {e}", path.display()),
-            )),
-            _ => Ok(()),
-        }
+        crate::observe::remove_left(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display())))
     }
 
     fn entries(&self, place: &Place) -> Vec<Entry> {
@@ -135,23 +125,9 @@ impl Mechanism for PosixShm {
 
     fn clear(&self, place: &Place) {
         use std::os::unix::fs::MetadataExt;
-        let Ok(entries) = std::fs::read_dir(&place.dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = path.symlink_metadata() else {
-                continue;
-            };
-            let theirs = place.private || place.learner == Some(meta.uid());
-            if theirs {
-                let _ = if meta.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-            }
-        }
+        crate::observe::remove_entries(&place.dir, |meta| {
+            place.private || place.learner == Some(meta.uid())
+        });
     }
 
     fn capacity(&self, place: &Place) -> io::Result<(u64, u64)> {

@@ -9,6 +9,35 @@ pub mod watch;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Removes what learner code left at `path`: a directory with all in it,
+/// or a file, FIFO or link (the link itself, never what it points at).
+/// Nothing there is fine.
+pub fn remove_left(path: &Path) -> std::io::Result<()> {
+    let result = match path.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes each entry of `dir` whose own metadata (links not followed)
+/// `theirs` accepts, as [`remove_left`] does; what cannot be removed stays.
+pub fn remove_entries(dir: &Path, theirs: impl Fn(&std::fs::Metadata) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.symlink_metadata().is_ok_and(|meta| theirs(&meta)) {
+            let _ = remove_left(&path);
+        }
+    }
+}
+
 /// What a file that is not a regular one is, in words ("a symbolic link
 /// to /etc/shadow", "a FIFO"), from its metadata (never followed).
 pub fn kind_of(path: &Path, meta: &std::fs::Metadata) -> String {

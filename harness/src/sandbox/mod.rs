@@ -810,21 +810,7 @@ fn others_may(path: &Path, need: u32) -> bool {
 /// Removes the entries of `dir` that `uid` owns (links not followed).
 fn remove_owned_by(dir: &Path, uid: u32) {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        match path.symlink_metadata() {
-            Ok(meta) if meta.uid() == uid && meta.is_dir() => {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-            Ok(meta) if meta.uid() == uid => {
-                let _ = std::fs::remove_file(&path);
-            }
-            _ => {}
-        }
-    }
+    crate::observe::remove_entries(dir, |meta| meta.uid() == uid);
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
