@@ -798,9 +798,12 @@ const MACHINERY: &[&str] = &["bwrap", "strace"];
 /// (recognised by the file it runs, whatever path the sandbox shows it
 /// under), and not a process on its way out whose file is gone already.
 fn is_learner(pid: u32) -> bool {
-    if let Ok(exe) = std::env::current_exe() {
-        register_helper(&exe);
-    }
+    static ME: std::sync::Once = std::sync::Once::new();
+    ME.call_once(|| {
+        if let Ok(exe) = std::env::current_exe() {
+            register_helper(&exe);
+        }
+    });
     let exe = PathBuf::from(format!("/proc/{pid}/exe"));
     let Ok(target) = std::fs::read_link(&exe) else {
         return false;
@@ -868,7 +871,7 @@ fn limits_hit(
     if spec
         .memory_cgroups
         .iter()
-        .any(|dir| oom_killed(dir, signalled))
+        .any(|dir| ran_into_memory_limit(dir, signalled))
     {
         hit.push(Limit::Memory);
     }
@@ -881,7 +884,7 @@ fn limits_hit(
 /// (`signalled`), an allocation hit the limit (then reclaim can spin so
 /// long that the CPU limit ends the program first, and memory is still the
 /// cause; a program that exits by itself may well have only filled caches).
-fn oom_killed(dir: &std::path::Path, signalled: bool) -> bool {
+fn ran_into_memory_limit(dir: &std::path::Path, signalled: bool) -> bool {
     let counter = |file: &str, key: &str| {
         std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
             text.lines().any(|l| {
