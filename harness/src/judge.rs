@@ -176,7 +176,7 @@ fn judging<'a>(session: &'a Session, experiments: &'a Experiments) -> Judging<'a
         untraceable: session.untraceable().map(ToString::to_string),
         region_capacity: regions.capacity().ok().map(|(total, _)| total),
         evidence: experiments.evidence(),
-        fresh_name: checks::fresh_name(&mut session.rng_for("region name")),
+        fresh_name: session.fresh_name(),
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Session<'r> {
     next_dir: usize,
     /// Directories made for runs, not yet discarded.
     made: Vec<PathBuf>,
+    /// The region name of this grading's own, drawn once from its seed.
+    fresh_name: String,
 }
 
 impl<'r> Session<'r> {
@@ -65,7 +67,7 @@ impl<'r> Session<'r> {
         tracer: Tracer,
         seed: u64,
     ) -> Session<'r> {
-        Session {
+        let mut session = Session {
             rubric,
             build,
             run_dir: area.dir.clone(),
@@ -76,7 +78,16 @@ impl<'r> Session<'r> {
             labgrade: sandbox.labgrade().to_path_buf(),
             next_dir: 0,
             made: Vec::new(),
-        }
+            fresh_name: String::new(),
+        };
+        session.fresh_name = crate::checks::fresh_name(&mut session.rng_for("region name"));
+        session
+    }
+
+    /// A region name of this grading's own (the interop pairs give it, so
+    /// a program ignoring NAME is seen): the same for the whole grading.
+    pub fn fresh_name(&self) -> &str {
+        &self.fresh_name
     }
 
     /// The random generator of the check `id`: seeded from the grading's

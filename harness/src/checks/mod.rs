@@ -185,7 +185,16 @@ pub struct Judging<'a> {
     pub evidence: &'a [RunEvidence],
     /// A region name of this grading's own, drawn from its seed: the
     /// interop pairs give it, so a program ignoring NAME is seen.
-    pub fresh_name: String,
+    pub fresh_name: &'a str,
+}
+
+impl Judging<'_> {
+    /// Whether `entry`, found where regions live, is the learner's: owned
+    /// by the learner uid (or anybody's, where learner code runs as the
+    /// grader and whose it is cannot be told).
+    pub fn learners(&self, entry: &crate::ipc::Entry) -> bool {
+        self.learner_uid.is_none_or(|uid| entry.uid == uid)
+    }
 }
 
 /// A fresh portable region name from `rng`: a slash and letters and digits.

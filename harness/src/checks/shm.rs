@@ -48,7 +48,7 @@ pub fn learner_pair(j: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<
 pub fn writer_with_reference(j: &Judging, _: &CheckConfig, _: &mut fastrand::Rng) -> Vec<Plan> {
     let mut p = plan(j, Who::Learner, Some(Who::Reference));
     if j.rubric.programs.writer.name.is_none() {
-        p.name = Some(j.fresh_name.clone());
+        p.name = Some(j.fresh_name.to_string());
     }
     vec![Plan::Pair(p)]
 }
@@ -62,7 +62,7 @@ pub fn reference_writer(j: &Judging, _: &CheckConfig, rng: &mut fastrand::Rng) -
     // Under the grading's fresh name too, unless the reader's is fixed: a
     // reader that ignores NAME fails here.
     if j.rubric.programs.reader.name.is_none() {
-        p.name = Some(j.fresh_name.clone());
+        p.name = Some(j.fresh_name.to_string());
     }
     vec![Plan::Pair(p)]
 }
@@ -575,8 +575,7 @@ pub fn reader_interop(
 /// region, if any did: too little room was left, or (`sigbus_says_full`,
 /// for the grader's own writer, which sizes its region) it died of SIGBUS.
 fn shm_litter(j: &Judging, o: &PairOutcome, sigbus_says_full: bool) -> Option<String> {
-    let learner = j.learner_uid;
-    let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
+    let theirs = |e: &Entry| j.learners(e);
     let litter: Vec<&Entry> = o
         .shm_seen
         .iter()
@@ -627,8 +626,7 @@ fn calls_of(j: &Judging) -> &'static crate::ipc::Calls {
 /// is the learner's, or no region at all), or the file system the regions
 /// live in is full of the learner's files.
 fn reference_writer_undone_by_learner(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
-    let learner = j.learner_uid;
-    let theirs = |e: &Entry| learner.is_none_or(|uid| e.uid == uid);
+    let theirs = |e: &Entry| j.learners(e);
     let name = &o.writer_name;
     let v = if let Some(litter) = shm_litter(j, o, true) {
         Verdict::fail(format!(

@@ -51,7 +51,7 @@ fn judging<'a>(
         untraceable: None,
         region_capacity: Some(1 << 30),
         evidence,
-        fresh_name: "/lab-fresh".into(),
+        fresh_name: "/lab-fresh",
     }
 }
 
