@@ -562,36 +562,23 @@ mod tests {
     fn the_filter_hands_over_file_io_and_lets_stdout_and_everything_else_through() {
         let f = Filter::new();
         let fd = |n: u64| [n, 0, 0, 0, 0, 0];
-        for (nr, arg) in watched() {
-            let mut args = fd(1);
-            if arg == ARG2_LOW {
-                args = [5, 0, 1, 0, 0, 0];
-            }
-            assert_eq!(
-                run(&f, AUDIT_ARCH, nr, args),
-                libc::SECCOMP_RET_ALLOW,
-                "{nr} to stdout"
-            );
-            args = if arg == ARG2_LOW {
-                [5, 0, 2, 0, 0, 0]
-            } else {
-                fd(2)
-            };
-            assert_eq!(
-                run(&f, AUDIT_ARCH, nr, args),
-                libc::SECCOMP_RET_ALLOW,
-                "{nr} to stderr"
-            );
-            args = if arg == ARG2_LOW {
-                [1, 0, 7, 0, 0, 0]
-            } else {
-                fd(7)
-            };
-            assert_eq!(
-                run(&f, AUDIT_ARCH, nr, args),
+        // (target fd, its args for a call whose target is argument 2, what
+        // the filter must answer, what it is)
+        let cases = [
+            (1, [5, 0, 1, 0, 0, 0], libc::SECCOMP_RET_ALLOW, "stdout"),
+            (2, [5, 0, 2, 0, 0, 0], libc::SECCOMP_RET_ALLOW, "stderr"),
+            (
+                7,
+                [1, 0, 7, 0, 0, 0],
                 libc::SECCOMP_RET_USER_NOTIF,
-                "{nr} to a file"
-            );
+                "a file",
+            ),
+        ];
+        for (nr, arg) in watched() {
+            for (target, low, want, what) in cases {
+                let args = if arg == ARG2_LOW { low } else { fd(target) };
+                assert_eq!(run(&f, AUDIT_ARCH, nr, args), want, "{nr} to {what}");
+            }
         }
         assert_eq!(
             run(&f, AUDIT_ARCH, libc::SYS_read, fd(0)),
