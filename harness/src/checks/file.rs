@@ -45,7 +45,7 @@ pub fn runs(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, Gra
             .runs(runs));
     }
     if run.ending.success() {
-        return Ok(Verdict::pass(format!("exited 0 after {} ms", run.record.wall_ms)).runs(runs));
+        return Ok(Verdict::pass(format!("{} exited 0 in time", run.record.argv[0])).runs(runs));
     }
     let mut hint = ending_hint(run, Part::Mapfile);
     if hint.is_none() && !run.stderr.text().trim().is_empty() {

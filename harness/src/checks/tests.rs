@@ -92,6 +92,8 @@ fn finished(ending: Ending, stdout: &str, stderr: &str) -> Finished {
             left_behind: 0,
             limits_hit: Vec::new(),
         },
+        began: std::time::Instant::now(),
+        ended: std::time::Instant::now(),
     }
 }
 
@@ -692,4 +694,37 @@ fn a_region_opened_read_only_is_told_to_open_it_read_write() {
         "9 openat(AT_FDCWD</w>, \"/dev/shm/MySharedMemory\", O_RDONLY|O_CREAT, 0600) = 3</dev/shm/MySharedMemory>\n9 ftruncate(3</dev/shm/MySharedMemory>, 1024) = -1 EINVAL (Invalid argument)\n",
     ));
     fails_hinting(&judge(Kind::ShmHandoff, &j, pair(o)), "open it with O_RDWR");
+}
+
+#[test]
+fn a_wrong_size_fails_the_region_checks_only() {
+    let (r, b) = (rubric(), built(&rubric()));
+    let j = judging(&r, &b, &[]);
+    let small = |writer, reader| {
+        let mut o = good_pair(&r, writer, reader);
+        if let Readiness::Ready { seen: Some(s), .. } = &mut o.readiness {
+            s.size = 20;
+        }
+        o
+    };
+    let v = judge(
+        Kind::ShmObserved,
+        &j,
+        pair(small(Who::Learner, Some(Who::Reference))),
+    );
+    assert_eq!(v.status, Status::Failed);
+    assert!(v.message.contains("20 bytes, not 1024"), "{v:?}");
+    hints(&v, "ftruncate(fd, SIZE)");
+    // The message got across: the pairs pass, the size is not charged
+    // again to each of them.
+    passes(judge(
+        Kind::ShmHandoff,
+        &j,
+        pair(small(Who::Learner, Some(Who::Learner))),
+    ));
+    passes(judge(
+        Kind::ShmWriterInterop,
+        &j,
+        pair(small(Who::Learner, Some(Who::Reference))),
+    ));
 }

@@ -59,14 +59,36 @@ pub enum Readiness {
     Settled { last: Option<Seen> },
 }
 
-/// When a writer left before it was released.
+/// When a writer left before it was released, by the order of events: its
+/// exit against the reader's start and end, whenever the grader noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Early {
     BeforeReady,
+    /// Its region was ready, but it had exited before the reader started.
+    BeforeReader,
     BeforeReaderDone,
+    /// After the reader was done, before its release (during the hold).
     DuringHold,
     AtRelease,
 }
+
+impl Early {
+    /// When a writer that exited at `at` left, against the reader's start
+    /// and end (`reader`), if a reader ran.
+    fn at(at: Instant, reader: Option<(Instant, Instant)>) -> Early {
+        match reader {
+            Some((began, _)) if at < began => Early::BeforeReader,
+            Some((_, ended)) if at <= ended => Early::BeforeReaderDone,
+            _ => Early::DuringHold,
+        }
+    }
+}
+
+/// How long a writer whose region holds the message, but which neither
+/// waits for anything nor exits, is watched before it counts as ready: a
+/// writer that fills its region and exits at once is seen to exit, however
+/// the polls fall; a writer that waits is ready as soon as it waits.
+const STEADY: Duration = Duration::from_millis(250);
 
 /// What became of the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,12 +298,13 @@ pub fn run(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, GraderE
         session,
         &plan,
         &mut writer,
-        ready,
+        &readiness,
         early_reader,
         &reader_name,
         &peek,
     )?;
-    let (writer, fate) = hold_and_release(session, &protocol, &plan, writer, ready);
+    let reader_span = held.reader.as_ref().map(|r| (r.began, r.ended));
+    let (writer, fate) = hold_and_release(session, &protocol, &plan, writer, ready, reader_span);
 
     // After the writer's own exit, its name must be gone.
     let exited_itself = matches!(
@@ -387,6 +410,7 @@ fn await_readiness(
     match &protocol.ready {
         Ready::Region => {
             let stdin_release = matches!(protocol.release, Release::StdinLine | Release::StdinEof);
+            let mut held_since: Option<Instant> = None;
             poll_until(deadline, || {
                 if writer.has_exited() {
                     return Some(Readiness::WriterEnded);
@@ -395,10 +419,15 @@ fn await_readiness(
                 // after the writer settled still counts as ready.
                 let settled = stdin_release && writer.waiting_for_stdin();
                 match peek(head_len) {
-                    Some(seen) if seen.holds(plan.size, &plan.message) => Some(Readiness::Ready {
-                        after: began.elapsed(),
-                        seen: Some(seen),
-                    }),
+                    Some(seen) if seen.holds(&plan.message) => {
+                        let since = *held_since.get_or_insert_with(Instant::now);
+                        (settled || writer.asleep() || since.elapsed() >= STEADY).then(|| {
+                            Readiness::Ready {
+                                after: began.elapsed(),
+                                seen: Some(seen),
+                            }
+                        })
+                    }
                     last if settled => Some(Readiness::Settled { last }),
                     _ => None,
                 }
@@ -452,7 +481,7 @@ fn while_held(
     session: &mut Session,
     plan: &PairPlan,
     writer: &mut runner::Running,
-    ready: bool,
+    readiness: &Readiness,
     early_reader: Option<(runner::Running, Option<std::path::PathBuf>)>,
     reader_name: &str,
     peek: &dyn Fn(usize) -> Option<Seen>,
@@ -462,6 +491,10 @@ fn while_held(
         reader_trace: None,
         writer_peak_kib: None,
         region_allocated: None,
+    };
+    let (ready, seen) = match readiness {
+        Readiness::Ready { seen, .. } => (true, seen.as_ref()),
+        _ => (false, None),
     };
     if ready && plan.measure {
         held.writer_peak_kib = writer.peak_rss_kib();
@@ -476,7 +509,7 @@ fn while_held(
                 fastrand::Rng::with_seed(plan.jitter_seed).u64(..=plan.jitter.as_micros() as u64);
             std::thread::sleep(Duration::from_micros(pause));
         }
-        let spec = session.reader_spec(who, reader_name, plan.size);
+        let spec = session.reader_spec(who, reader_name, reader_size(plan, who, seen));
         let (spec, tpath) = session.prepare(spec, "reader", plan.trace);
         held.reader = Some(start(spec)?.finish());
         held.reader_trace = tpath;
@@ -484,37 +517,71 @@ fn while_held(
     Ok(held)
 }
 
+/// The SIZE a reader is given: the plan's; but the grader's own reader,
+/// which refuses a region smaller than its SIZE, is given the size of a
+/// smaller region that holds the message, so that a wrong size is judged
+/// once (by the check of the region) and the handoff still shows whether
+/// the message got across.
+fn reader_size(plan: &PairPlan, who: Who, seen: Option<&Seen>) -> u64 {
+    match (who, seen) {
+        (Who::Reference, Some(s)) if s.size < plan.size && s.holds(&plan.message) => s.size,
+        _ => plan.size,
+    }
+}
+
 /// The hold (the writer must still be there after the reader is done),
-/// then the release and the deadline to exit.
+/// then the release and the deadline to exit. When the writer left early
+/// is decided by when it exited against the reader's start and end
+/// (`reader`), not by when the grader looked.
 fn hold_and_release(
     session: &Session,
     protocol: &Protocol,
     plan: &PairPlan,
     mut writer: runner::Running,
     ready: bool,
+    reader: Option<(Instant, Instant)>,
 ) -> (Finished, WriterFate) {
     let wcfg = &session.rubric().programs.writer;
-    let left = if !ready {
-        writer.has_exited().then_some(Early::BeforeReady)
-    } else if writer.has_exited() {
-        Some(Early::BeforeReaderDone)
-    } else if plan.hold && protocol.release != Release::None && writer.wait_exit(wcfg.hold) {
-        Some(Early::DuringHold)
-    } else {
-        None
-    };
-    if let Some(when) = left {
-        return (writer.finish(), WriterFate::Left(when));
-    }
     if !ready {
-        return (writer.stop(), WriterFate::NeverReady);
+        return if writer.has_exited() {
+            (writer.finish(), WriterFate::Left(Early::BeforeReady))
+        } else {
+            (writer.stop(), WriterFate::NeverReady)
+        };
+    }
+    if protocol.release == Release::None {
+        // Nobody releases it: it may leave on its own once the reader has
+        // started (a consumer may well tell it to, before the reader ends).
+        let released = reader.map(|(began, _)| began);
+        let exited = writer.wait_exit(wcfg.exit_timeout);
+        let fate = match writer.exited_at() {
+            Some(at) if released.is_some_and(|r| at < r) => WriterFate::Left(Early::BeforeReader),
+            Some(at) => WriterFate::Exited {
+                after_release: at.saturating_duration_since(released.unwrap_or(at)),
+            },
+            None if exited => WriterFate::Exited {
+                after_release: Duration::ZERO,
+            },
+            None => WriterFate::Stayed,
+        };
+        return (writer.time_out(), fate);
+    }
+    if let Some(at) = writer.exited_at() {
+        return (writer.finish(), WriterFate::Left(Early::at(at, reader)));
+    }
+    if plan.hold && writer.wait_exit(wcfg.hold) {
+        return (writer.finish(), WriterFate::Left(Early::DuringHold));
     }
     let released = Instant::now();
     match protocol.release {
         Release::StdinLine => {
             if writer.send_line().is_err() && writer.has_exited() {
                 writer.close_stdin();
-                return (writer.time_out(), WriterFate::Left(Early::AtRelease));
+                let when = match writer.exited_at() {
+                    Some(at) if at < released => Early::at(at, reader),
+                    _ => Early::AtRelease,
+                };
+                return (writer.time_out(), WriterFate::Left(when));
             }
             writer.close_stdin();
         }
@@ -523,12 +590,31 @@ fn hold_and_release(
         Release::Sigint => writer.signal(SIGINT),
         Release::None => {}
     }
-    let fate = if writer.wait_exit(wcfg.exit_timeout) {
-        WriterFate::Exited {
+    let fate = match (writer.wait_exit(wcfg.exit_timeout), writer.exited_at()) {
+        (true, Some(at)) => WriterFate::Exited {
+            after_release: at.saturating_duration_since(released),
+        },
+        (true, None) => WriterFate::Exited {
             after_release: released.elapsed(),
-        }
-    } else {
-        WriterFate::Stayed
+        },
+        (false, _) => WriterFate::Stayed,
     };
     (writer.time_out(), fate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writers_exit_is_placed_by_time_against_the_readers_run() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let reader = Some((ms(10), ms(20)));
+        assert_eq!(Early::at(ms(5), reader), Early::BeforeReader);
+        assert_eq!(Early::at(ms(15), reader), Early::BeforeReaderDone);
+        assert_eq!(Early::at(ms(20), reader), Early::BeforeReaderDone);
+        assert_eq!(Early::at(ms(25), reader), Early::DuringHold);
+        assert_eq!(Early::at(ms(5), None), Early::DuringHold);
+    }
 }

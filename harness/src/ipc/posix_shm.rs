@@ -178,9 +178,8 @@ mod tests {
         let seen = PosixShm.peek(&place, "/r", 8).unwrap().unwrap();
         assert_eq!(seen.size, 1024);
         assert_eq!(seen.head, &data[..8]);
-        assert!(seen.holds(1024, "Hi"));
-        assert!(!seen.holds(2048, "Hi"));
-        assert!(!seen.holds(1024, "H"));
+        assert!(seen.holds("Hi"));
+        assert!(!seen.holds("H"));
     }
 
     #[test]
@@ -195,7 +194,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!seen.regular);
-        assert!(!seen.holds(0, ""));
+        assert!(!seen.holds(""));
     }
 
     #[test]

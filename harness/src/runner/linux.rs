@@ -320,6 +320,12 @@ fn stat_fields(pid: u32) -> Option<(String, u32, u32)> {
     Some((state, ppid, pgrp))
 }
 
+/// Whether `pid` sleeps, waiting for something (state S): not running,
+/// not stopped, not on its way out.
+pub fn asleep(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|(state, ..)| state == "S")
+}
+
 /// Sends `signal` to one process.
 pub fn signal_process(target: u32, signal: i32) {
     if let (Some(pid), Some(sig)) = (pid(target), Signal::from_named_raw(signal)) {

@@ -337,6 +337,10 @@ pub struct Finished {
     /// The limits it ran into (their words are in `record.limits_hit`).
     pub limits: Vec<Limit>,
     pub record: RunRecord,
+    /// When it was started and when it ended (or was ended): the order of
+    /// events between programs, which their reports' times only round.
+    pub began: Instant,
+    pub ended: Instant,
 }
 
 /// A limit a run ran into.
@@ -393,6 +397,10 @@ impl std::fmt::Display for Limit {
     }
 }
 
+/// How long processes a program leaves are given to end by themselves
+/// before they count as left running: a shell on its way out is not.
+pub const STRAGGLER_GRACE: Duration = Duration::from_millis(200);
+
 /// A process that is running (or has just ended).
 pub struct Running {
     spec: Spec,
@@ -404,7 +412,9 @@ pub struct Running {
     stdin_inode: Option<u64>,
     stdout: Capture,
     stderr: Capture,
-    exits: Receiver<os::RawExit>,
+    /// Its exit, with the moment the waiter saw it: what a grader decides
+    /// by order of events, whenever it asks.
+    exits: Receiver<(os::RawExit, Instant)>,
     exit: Option<os::RawExit>,
     started: Instant,
     ended: Option<Instant>,
@@ -504,7 +514,7 @@ fn spawn(spec: Spec) -> std::io::Result<Running> {
     let reaper = handle.clone();
     thread::spawn(move || {
         if let Ok(exit) = os::wait_exit(pid) {
-            let _ = tx.send(exit);
+            let _ = tx.send((exit, Instant::now()));
         }
         let _ = reaper.wait(); // now reap it
         live().remove(&pid);
@@ -560,11 +570,33 @@ impl Running {
         } else {
             self.exits.recv_timeout(timeout).ok()
         };
-        if let Some(exit) = got {
+        if let Some((exit, at)) = got {
             self.exit = Some(exit);
-            self.ended = Some(Instant::now());
+            self.ended = Some(at);
         }
         self.exit.is_some()
+    }
+
+    /// When it exited, if it has: the moment it did, not the moment asked.
+    pub fn exited_at(&mut self) -> Option<Instant> {
+        self.has_exited();
+        self.exit.and(self.ended)
+    }
+
+    /// When it was started.
+    pub fn began(&self) -> Instant {
+        self.started
+    }
+
+    /// Whether every process of the learner's in it sleeps, waiting for
+    /// something (its release, a timer): a program holding what it made,
+    /// rather than one still at work or on its way out.
+    pub fn asleep(&self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        let procs = learner_processes(self.pid);
+        !procs.is_empty() && procs.into_iter().all(os::asleep)
     }
 
     /// Time left before its deadline.
@@ -663,8 +695,17 @@ impl Running {
         // Only the learner's processes count as left behind: a sandbox's
         // own processes still on their way out after it (bwrap, the init)
         // are killed as well, but are not the learner's doing.
-        let left = os::group_members(self.pid, self.pid);
-        let learner_left = left.iter().filter(|&&p| is_learner(p)).count() as u32;
+        let learner_left = |left: &[u32]| left.iter().filter(|&&p| is_learner(p)).count() as u32;
+        let mut left = os::group_members(self.pid, self.pid);
+        if forced.is_none() && learner_left(&left) > 0 {
+            // What is on its way out gets a moment to end by itself.
+            let deadline = Instant::now() + STRAGGLER_GRACE;
+            while learner_left(&left) > 0 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+                left = os::group_members(self.pid, self.pid);
+            }
+        }
+        let learner_left = learner_left(&left);
         if !left.is_empty() {
             os::signal_group(self.pid, SIGKILL);
         }
@@ -755,6 +796,8 @@ impl Running {
             stderr,
             limits,
             record,
+            began: self.started,
+            ended,
         }
     }
 }

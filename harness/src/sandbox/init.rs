@@ -257,11 +257,33 @@ fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Counts the live processes of this PID namespace other than its init and
-/// ourselves, then kills them all. Returns the count.
+/// Counts the processes of this PID namespace still alive a moment after
+/// the program ended (other than its init and ourselves), then kills them
+/// all. Returns the count.
 fn kill_the_rest() -> u32 {
+    // A process on its way out (the shell of a popen the program did not
+    // pclose) is not left running: it gets a moment to end by itself, so
+    // that the count does not depend on how the processes were scheduled.
+    let deadline = std::time::Instant::now() + crate::runner::STRAGGLER_GRACE;
+    let mut alive = alive_others();
+    while alive > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        alive = alive_others();
+    }
+    if alive > 0 {
+        // Everything we may signal in this namespace, which is everything
+        // the learner started.
+        // SAFETY: kill(-1) inside the sandbox's own PID namespace.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+    }
+    alive
+}
+
+/// How many processes of this PID namespace are alive, other than its init
+/// and ourselves.
+fn alive_others() -> u32 {
     let me = std::process::id();
-    let alive = std::fs::read_dir("/proc")
+    std::fs::read_dir("/proc")
         .map(|dir| {
             dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
                 .filter(|&p| p != 1 && p != me)
@@ -273,14 +295,7 @@ fn kill_the_rest() -> u32 {
                 })
                 .count() as u32
         })
-        .unwrap_or(0);
-    if alive > 0 {
-        // Everything we may signal in this namespace, which is everything
-        // the learner started.
-        // SAFETY: kill(-1) inside the sandbox's own PID namespace.
-        unsafe { libc::kill(-1, libc::SIGKILL) };
-    }
-    alive
+        .unwrap_or(0)
 }
 
 /// Waits for `pid` with wait4: its exit status and peak resident KiB.
