@@ -785,7 +785,14 @@ impl Running {
             stderr: StreamRecord::from(&stderr),
             wall_ms: ended.duration_since(self.started).as_millis() as u64,
             peak_rss_kib: raw.and_then(|e| e.peak_rss_kib),
-            left_behind: learner_left + escaped + in_sandbox,
+            // A run the grader ended had its processes ended with it: how
+            // many were still there at that instant is a race, not a fact
+            // about the program.
+            left_behind: if forced.is_some() {
+                0
+            } else {
+                learner_left + escaped + in_sandbox
+            },
             limits_hit: limits.iter().map(Limit::to_string).collect(),
         };
         Finished {
