@@ -7,7 +7,7 @@ use super::{
     Judging, Outcomes, Part, Verdict, bounded, ending_hint, ending_summary, escaped, has_line,
 };
 use crate::experiments::{
-    Early, GraderError, PairOutcome, PairPlan, Plan, Readiness, Role, WriterFate,
+    Early, GraderError, Hold, PairOutcome, PairPlan, Plan, Readiness, Role, WriterFate,
 };
 use crate::ipc::{Entry, Seen};
 use crate::observe::watch;
@@ -406,7 +406,10 @@ fn release_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
                 humantime::format_duration(wcfg.hold)
             ))
             .observed(format!("it ended {when}: {}", ending_summary(w)))
-            .maybe_hint(ending_hint(w, Part::Writer).or(Some(GONE_HINT.into())))
+            .maybe_hint(ending_hint(w, Part::Writer).or(Some(match (early, o.hold) {
+                (Early::DuringHold, Hold::FullForTimer) => "it armed a timer (alarm, setitimer, timer_settime) that ended it before its release: wait for the line on stdin with no timer pending, then clean up".to_string(),
+                _ => GONE_HINT.into(),
+            })))
             .runs(o.runs()),
         );
     }
@@ -536,10 +539,19 @@ pub fn observed(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict,
 /// `shm.handoff`: the learner's pair.
 pub fn handoff(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, GraderError> {
     let o = got.pair(0)?;
+    let hold = humantime::format_duration(j.rubric.programs.writer.hold);
+    let held = match o.hold {
+        Hold::None => "held on".to_string(),
+        Hold::Skipped => "waited on its stdin alone (no timer), so was released at once,".into(),
+        Hold::Full => {
+            format!("was held {hold} after the reader (it was not only waiting on its stdin)")
+        }
+        Hold::FullForTimer => format!("was held {hold} after the reader (it armed a timer)"),
+    };
     Ok(handoff_problem(j, o).unwrap_or_else(|| {
-        Verdict::pass(
-            "the reader printed the message; the writer held on and exited 0 once released",
-        )
+        Verdict::pass(format!(
+            "the reader printed the message; the writer {held} and exited 0 once released"
+        ))
         .runs(o.runs())
     }))
 }

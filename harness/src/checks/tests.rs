@@ -318,6 +318,7 @@ fn good_pair(r: &Rubric, writer: Who, reader: Option<Who>) -> PairOutcome {
         fate: WriterFate::Exited {
             after_release: Duration::from_millis(1),
         },
+        hold: crate::experiments::Hold::Skipped,
         left_region: None,
         writer_peak_kib: Some(1500),
         region_allocated: Some(4096),

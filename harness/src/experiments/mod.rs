@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use mapfile::{FileSeen, MapfileOutcome};
 pub use no_writer::NoWriterOutcome;
-pub use pair::{Early, PairOutcome, PairPlan, Readiness, RepeatOutcome, WriterFate};
+pub use pair::{Early, Hold, PairOutcome, PairPlan, Readiness, RepeatOutcome, WriterFate};
 
 use crate::lock::{NameLocks, lock_names};
 use crate::observe::trace::Trace;

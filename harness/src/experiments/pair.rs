@@ -90,6 +90,22 @@ impl Early {
 /// the polls fall; a writer that waits is ready as soon as it waits.
 const STEADY: Duration = Duration::from_millis(250);
 
+/// How the writer was held after the reader was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// No hold was asked (or the writer was never ready, or gone).
+    None,
+    /// Released at once: every thread of it was blocked reading the stdin
+    /// the grader holds, and it had armed no timer, so nothing but the
+    /// release could wake it.
+    Skipped,
+    /// Held the rubric's full hold: it was not only waiting on its stdin.
+    Full,
+    /// Held the full hold, because it had armed a timer (the handoff was
+    /// made again so: a timer may wake a program waiting on its stdin).
+    FullForTimer,
+}
+
 /// What became of the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterFate {
@@ -130,6 +146,7 @@ pub struct PairOutcome {
     pub writer: Finished,
     pub reader: Option<Finished>,
     pub fate: WriterFate,
+    pub hold: Hold,
     /// The region still existed once the writer had exited by itself.
     pub left_region: Option<Seen>,
     /// The writer's peak memory while holding, and the region's allocation.
@@ -257,6 +274,32 @@ pub fn repeat(
 /// started and its readiness awaited, the reader run while the writer
 /// holds, the hold, the release, and what was left.
 pub fn run(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, GraderError> {
+    let first = run_once(session, plan.clone(), true)?;
+    // Released at once on the strength of its waiting, the writer may have
+    // armed a timer all the same (the watch says so only at its end): then
+    // the handoff is made again, with the full hold.
+    let timer = first
+        .writer
+        .io
+        .as_deref()
+        .is_some_and(crate::observe::watch::armed_timer);
+    if first.hold == Hold::Skipped && timer {
+        let mut again = run_once(session, plan, false)?;
+        if again.hold == Hold::Full {
+            again.hold = Hold::FullForTimer;
+        }
+        return Ok(again);
+    }
+    Ok(first)
+}
+
+/// One handoff; `quick`: a writer seen only waiting on its stdin is
+/// released without the hold.
+fn run_once(
+    session: &mut Session,
+    plan: PairPlan,
+    quick: bool,
+) -> Result<PairOutcome, GraderError> {
     let (writer_name, reader_name) = names(session, &plan);
     let _locks = lock_if_shared(session, [writer_name.as_str(), reader_name.as_str()])?;
     make_absent(session, &writer_name)?;
@@ -304,7 +347,8 @@ pub fn run(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, GraderE
         &peek,
     )?;
     let reader_span = held.reader.as_ref().map(|r| (r.began, r.ended));
-    let (writer, fate) = hold_and_release(session, &protocol, &plan, writer, ready, reader_span);
+    let (writer, fate, hold) =
+        hold_and_release(session, &protocol, &plan, writer, ready, reader_span, quick);
 
     // After the writer's own exit, its name must be gone.
     let exited_itself = matches!(
@@ -327,6 +371,7 @@ pub fn run(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, GraderE
         writer,
         reader: held.reader,
         fate,
+        hold,
         left_region,
         writer_peak_kib: held.writer_peak_kib,
         region_allocated: held.region_allocated,
@@ -540,13 +585,18 @@ fn hold_and_release(
     mut writer: runner::Running,
     ready: bool,
     reader: Option<(Instant, Instant)>,
-) -> (Finished, WriterFate) {
+    quick: bool,
+) -> (Finished, WriterFate, Hold) {
     let wcfg = &session.rubric().programs.writer;
     if !ready {
         return if writer.has_exited() {
-            (writer.finish(), WriterFate::Left(Early::BeforeReady))
+            (
+                writer.finish(),
+                WriterFate::Left(Early::BeforeReady),
+                Hold::None,
+            )
         } else {
-            (writer.stop(), WriterFate::NeverReady)
+            (writer.stop(), WriterFate::NeverReady, Hold::None)
         };
     }
     if protocol.release == Release::None {
@@ -564,13 +614,24 @@ fn hold_and_release(
             },
             None => WriterFate::Stayed,
         };
-        return (writer.time_out(), fate);
+        return (writer.time_out(), fate, Hold::None);
     }
     if let Some(at) = writer.exited_at() {
-        return (writer.finish(), WriterFate::Left(Early::at(at, reader)));
+        return (
+            writer.finish(),
+            WriterFate::Left(Early::at(at, reader)),
+            Hold::None,
+        );
     }
-    if plan.hold && writer.wait_exit(wcfg.hold) {
-        return (writer.finish(), WriterFate::Left(Early::DuringHold));
+    // The hold is there to catch a writer that leaves by itself: one that
+    // nothing but the release can wake need not be waited out.
+    let hold = match (plan.hold, quick && writer.only_waits_on_stdin()) {
+        (false, _) => Hold::None,
+        (true, true) => Hold::Skipped,
+        (true, false) => Hold::Full,
+    };
+    if hold == Hold::Full && writer.wait_exit(wcfg.hold) {
+        return (writer.finish(), WriterFate::Left(Early::DuringHold), hold);
     }
     let released = Instant::now();
     match protocol.release {
@@ -581,7 +642,7 @@ fn hold_and_release(
                     Some(at) if at < released => Early::at(at, reader),
                     _ => Early::AtRelease,
                 };
-                return (writer.time_out(), WriterFate::Left(when));
+                return (writer.time_out(), WriterFate::Left(when), hold);
             }
             writer.close_stdin();
         }
@@ -599,7 +660,7 @@ fn hold_and_release(
         },
         (false, _) => WriterFate::Stayed,
     };
-    (writer.time_out(), fate)
+    (writer.time_out(), fate, hold)
 }
 
 #[cfg(test)]

@@ -232,22 +232,46 @@ pub fn group_members(pgid: u32, except: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The number of read(2), as /proc/PID/syscall shows it.
+#[cfg(target_arch = "x86_64")]
+const READ: &str = "0";
+#[cfg(target_arch = "aarch64")]
+const READ: &str = "63";
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const READ: &str = "none";
+
 /// Whether `pid`, or a process below it (a program run under strace), is
 /// blocked reading its standard input: a writer waiting for its release.
 pub fn waiting_for_stdin(pid: u32) -> bool {
-    // The number of read(2) in /proc/PID/syscall.
-    #[cfg(target_arch = "x86_64")]
-    const READ: &str = "0";
-    #[cfg(target_arch = "aarch64")]
-    const READ: &str = "63";
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    const READ: &str = "none";
     process_tree(pid).into_iter().any(|p| {
         std::fs::read_to_string(format!("/proc/{p}/syscall")).is_ok_and(|call| {
             let mut fields = call.split_whitespace();
             fields.next() == Some(READ) && fields.next() == Some("0x0")
         })
     })
+}
+
+/// Whether every thread of `pid` is blocked reading its fd 0, and its fd 0
+/// is the pipe `ino`: nothing but that pipe can wake it, short of a timer
+/// or a signal.
+pub fn blocked_on_pipe(pid: u32, ino: u64) -> bool {
+    let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0"));
+    if !stdin.is_ok_and(|link| link.as_os_str() == format!("pipe:[{ino}]").as_str()) {
+        return false;
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let call = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+        let mut fields = call.split_whitespace();
+        if !(fields.next() == Some(READ) && fields.next() == Some("0x0")) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// `pid` and every live process below it, parents first.

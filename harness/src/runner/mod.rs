@@ -588,6 +588,20 @@ impl Running {
         self.started
     }
 
+    /// Whether every thread of every process of the learner's in it is
+    /// blocked reading the stdin pipe the grader holds: only the release
+    /// (or a timer it armed, or a signal) can wake it.
+    pub fn only_waits_on_stdin(&self) -> bool {
+        let Some(ino) = self.stdin_inode else {
+            return false;
+        };
+        if self.exit.is_some() {
+            return false;
+        }
+        let procs = learner_processes(self.pid);
+        !procs.is_empty() && procs.into_iter().all(|p| os::blocked_on_pipe(p, ino))
+    }
+
     /// Whether every process of the learner's in it sleeps, waiting for
     /// something (its release, a timer): a program holding what it made,
     /// rather than one still at work or on its way out.
