@@ -164,6 +164,25 @@ enum Method {
 }
 
 impl Method {
+    /// Whether the build may run Cargo or rustc: a Cargo project, or any
+    /// Rust source beside a Makefile, a CMakeLists or the rubric's command.
+    fn may_use_rust(&self, dir: &Path) -> bool {
+        match self {
+            Method::Cargo => true,
+            Method::Cc => false,
+            Method::Rubric(_) | Method::Make | Method::Cmake => {
+                std::fs::read_dir(dir).is_ok_and(|entries| {
+                    entries.flatten().any(|e| {
+                        let path = e.path();
+                        path.extension().is_some_and(|x| x == "rs")
+                            || e.file_name() == "Cargo.toml"
+                            || path.join("Cargo.toml").is_file()
+                    })
+                })
+            }
+        }
+    }
+
     fn detect(rubric: &Rubric, dir: &Path) -> Method {
         let has = |name: &str| dir.join(name).is_file();
         if let Some(command) = &rubric.build.command {
@@ -212,25 +231,43 @@ impl Steps<'_> {
     /// Runs `argv` as a build step; None when it could not be started (the
     /// grader's fault, kept in `fault`).
     fn run(&mut self, role: &str, argv: Vec<String>) -> Option<Finished> {
+        self.run_all(vec![(role.to_string(), argv)]).pop().flatten()
+    }
+
+    /// Runs independent steps at once (each its own sandbox, in the same
+    /// area), each to its end; None for one that could not be started.
+    fn run_all(&mut self, steps: Vec<(String, Vec<String>)>) -> Vec<Option<Finished>> {
         let left = self.budget.saturating_sub(self.started.elapsed());
-        let plain = Spec::command(role, argv, self.dir, self.env.clone(), left, BUILD_LIMITS);
-        let spec = self
-            .sandbox
-            .contain(plain.clone(), self.area, Purpose::Build);
-        let finished = match runner::run(spec) {
-            Ok(finished) => finished,
-            Err(err) => {
-                self.runs.push(not_started(&plain, &err));
-                self.fault.get_or_insert(BuildFault::Tool(err));
-                return None;
-            }
-        };
-        self.runs.push(finished.record.clone());
-        if let Some(err) = finished.not_started {
-            self.fault.get_or_insert(BuildFault::Tool(err));
-            return None;
-        }
-        Some(finished)
+        let started: Vec<_> = steps
+            .into_iter()
+            .map(|(role, argv)| {
+                let plain =
+                    Spec::command(role, argv, self.dir, self.env.clone(), left, BUILD_LIMITS);
+                let spec = self
+                    .sandbox
+                    .contain(plain.clone(), self.area, Purpose::Build);
+                (plain, runner::start(spec))
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|(plain, running)| {
+                let finished = match running {
+                    Ok(running) => running.finish(),
+                    Err(err) => {
+                        self.runs.push(not_started(&plain, &err));
+                        self.fault.get_or_insert(BuildFault::Tool(err));
+                        return None;
+                    }
+                };
+                self.runs.push(finished.record.clone());
+                if let Some(err) = finished.not_started {
+                    self.fault.get_or_insert(BuildFault::Tool(err));
+                    return None;
+                }
+                Some(finished)
+            })
+            .collect()
     }
 
     /// How a finished step failed, in words; empty when it did not.
@@ -280,17 +317,23 @@ pub fn build(
     }
     let _ = sandbox.give(dir);
     let _ = sandbox.give(home);
+    let method = Method::detect(rubric, dir);
+    // The Rust toolchain is looked for (and put on PATH) only for a build
+    // that may use it.
+    let toolchain = method
+        .may_use_rust(dir)
+        .then(|| sandbox.toolchain_bin())
+        .flatten();
     let mut steps = Steps {
         sandbox,
         area,
         dir,
-        env: build_env(home, sandbox.toolchain_bin().as_deref()),
+        env: build_env(home, toolchain.as_deref()),
         budget: rubric.build.timeout,
         started: std::time::Instant::now(),
         runs: Vec::new(),
         fault: None,
     };
-    let method = Method::detect(rubric, dir);
     result.method = method.name().into();
     let mut cargo_bins = BTreeMap::new();
     let mut vendor_run = None;
@@ -352,6 +395,8 @@ pub fn build(
             }
         }
         Method::Cc => {
+            // The programs are independent: compiled all at once.
+            let mut compiles = Vec::new();
             for name in names {
                 let Some((source, cpp)) = find_source(dir, name) else {
                     result.programs.insert(
@@ -368,15 +413,15 @@ pub fn build(
                 argv.extend(rubric.build.cflags.iter().cloned());
                 argv.extend(["-o".to_string(), target.program_file(name), source]);
                 argv.extend(rubric.build.libs.iter().cloned());
-                if let Some(f) = steps.run(name, argv)
+                compiles.push((name.to_string(), argv));
+            }
+            let roles: Vec<String> = compiles.iter().map(|(role, _)| role.clone()).collect();
+            for (name, finished) in roles.into_iter().zip(steps.run_all(compiles)) {
+                if let Some(f) = finished
                     && !f.ending.success()
                 {
-                    result.programs.insert(
-                        name.to_string(),
-                        Program::Missing {
-                            why: format!("{name} did not compile ({})", steps.failure(&f)),
-                        },
-                    );
+                    let why = format!("{name} did not compile ({})", steps.failure(&f));
+                    result.programs.insert(name, Program::Missing { why });
                 }
             }
         }

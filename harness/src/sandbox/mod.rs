@@ -116,8 +116,9 @@ pub struct Sandbox {
     /// Learners' (uid, gid), when the grader is root.
     uid: Option<(u32, u32)>,
     cgroups: Option<Cgroups>,
-    /// The Rust toolchain's sysroot, bound read-only into builds.
-    toolchain: Option<PathBuf>,
+    /// The Rust toolchain's sysroot, bound read-only into builds: asked of
+    /// rustc only when a build needs it (a C hand-in never does).
+    toolchain: std::sync::OnceLock<Option<PathBuf>>,
     /// The running grader.
     labgrade: PathBuf,
     /// What sandboxes run as their init and as reference peers: as root, a
@@ -236,7 +237,6 @@ impl Sandbox {
                 "no writable cgroup: memory bounded by RLIMIT_AS, processes by RLIMIT_NPROC".into(),
             );
         }
-        let toolchain = rust_sysroot();
         // As root, sandboxes run a copy of the grader only root can read or
         // run; the binary itself may be readable by anyone.
         let init = if root {
@@ -263,7 +263,7 @@ impl Sandbox {
             root,
             uid,
             cgroups,
-            toolchain,
+            toolchain: std::sync::OnceLock::new(),
             labgrade,
             init,
         };
@@ -306,7 +306,9 @@ impl Sandbox {
                 sandbox.labgrade.display()
             ));
         }
-        if let Some(problem @ ToolchainProblem::Unreadable { .. }) = sandbox.toolchain_problem() {
+        if sandbox.level == Level::Uid
+            && let Some(problem @ ToolchainProblem::Unreadable { .. }) = sandbox.toolchain_problem()
+        {
             notes.push(format!("{problem}: Cargo submissions cannot be built"));
         }
         sandbox.notes = notes;
@@ -370,7 +372,7 @@ impl Sandbox {
     /// cannot: there is none, or (at the uid level, where nothing binds it
     /// into reach) the sandbox's uid cannot read it.
     pub fn toolchain_problem(&self) -> Option<ToolchainProblem> {
-        let Some(toolchain) = &self.toolchain else {
+        let Some(toolchain) = self.toolchain() else {
             return Some(ToolchainProblem::Missing);
         };
         let (uid, _) = self.uid?;
@@ -378,7 +380,7 @@ impl Sandbox {
             return None;
         }
         unreadable_by_others(toolchain).map(|blocked| ToolchainProblem::Unreadable {
-            path: toolchain.clone(),
+            path: toolchain.to_path_buf(),
             blocked,
             uid,
         })
@@ -662,7 +664,8 @@ impl Sandbox {
         env.push(("TMPDIR".into(), "/tmp".into()));
         let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
         if purpose == Purpose::Build {
-            if let Some(tc) = &self.toolchain {
+            // Bound only once a build has asked for it.
+            if let Some(Some(tc)) = self.toolchain.get() {
                 let dest = inside("toolchain");
                 arg(&["--ro-bind", &tc.display().to_string(), &dest]);
                 path = format!("{dest}/bin:{path}");
@@ -729,17 +732,16 @@ impl Sandbox {
         }
         match self.level {
             Level::Full => self
-                .toolchain
-                .as_ref()
+                .toolchain()
                 .map(|_| PathBuf::from(format!("{SANDBOX_ROOT}/toolchain/bin"))),
-            _ => self.toolchain.as_ref().map(|t| t.join("bin")),
+            _ => self.toolchain().map(|t| t.join("bin")),
         }
     }
 
     /// The toolchain's sysroot outside any sandbox, for steps the grader
     /// runs itself (`cargo vendor`).
     pub fn toolchain(&self) -> Option<&Path> {
-        self.toolchain.as_deref()
+        self.toolchain.get_or_init(rust_sysroot).as_deref()
     }
 
     /// The same directory as the build sees it.
