@@ -43,6 +43,10 @@ pub struct Confinement {
     pub cgroups_via_init: bool,
     /// Hand the child a pipe as fd 3, for the sandbox's init to report on.
     pub status_pipe: bool,
+    /// The child runs in a PID namespace of its own (bubblewrap's): once
+    /// it has exited, nothing it started can be alive anywhere, so there is
+    /// no process group or orphan to look for on the host.
+    pub own_pid_namespace: bool,
 }
 
 /// At most this many cgroups are joined (one per controller).

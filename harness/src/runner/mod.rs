@@ -710,7 +710,15 @@ impl Running {
         // own processes still on their way out after it (bwrap, the init)
         // are killed as well, but are not the learner's doing.
         let learner_left = |left: &[u32]| left.iter().filter(|&&p| is_learner(p)).count() as u32;
-        let mut left = os::group_members(self.pid, self.pid);
+        // A PID namespace dies with its first process: after the sandbox
+        // has exited there is nothing of it to look for (a scan of /proc
+        // each, about 2 ms a run).
+        let contained = self.spec.confine.own_pid_namespace && self.exit.is_some();
+        let mut left = if contained {
+            Vec::new()
+        } else {
+            os::group_members(self.pid, self.pid)
+        };
         if forced.is_none() && learner_left(&left) > 0 {
             // What is on its way out gets a moment to end by itself.
             let deadline = Instant::now() + STRAGGLER_GRACE;
@@ -725,7 +733,11 @@ impl Running {
         }
         // Orphans that escaped the group (setsid, double fork) were
         // re-parented to the grader: kill and reap them.
-        let escaped = os::sweep_orphans(&live(), &is_learner);
+        let escaped = if contained {
+            0
+        } else {
+            os::sweep_orphans(&live(), &is_learner)
+        };
         // Inside a sandbox, its init reports what the program left behind,
         // and how it really ended (the sandbox turns a signal into 128+N),
         // or why it could not start it.

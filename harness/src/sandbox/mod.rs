@@ -572,7 +572,10 @@ impl Sandbox {
                 spec.program = self.labgrade.clone();
                 spec.args = args;
             }
-            Level::Full => spec = self.bwrapped(spec, area, purpose, confine.cgroups.len()),
+            Level::Full => {
+                spec = self.bwrapped(spec, area, purpose, confine.cgroups.len());
+                confine.own_pid_namespace = true;
+            }
         }
         confine.cgroups_via_init = true;
         spec.confine = confine;
