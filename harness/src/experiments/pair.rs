@@ -603,14 +603,11 @@ fn hold_and_release(
         // Nobody releases it: it may leave on its own once the reader has
         // started (a consumer may well tell it to, before the reader ends).
         let released = reader.map(|(began, _)| began);
-        let exited = writer.wait_exit(wcfg.exit_timeout);
+        writer.wait_exit(wcfg.exit_timeout);
         let fate = match writer.exited_at() {
             Some(at) if released.is_some_and(|r| at < r) => WriterFate::Left(Early::BeforeReader),
             Some(at) => WriterFate::Exited {
                 after_release: at.saturating_duration_since(released.unwrap_or(at)),
-            },
-            None if exited => WriterFate::Exited {
-                after_release: Duration::ZERO,
             },
             None => WriterFate::Stayed,
         };
@@ -651,14 +648,12 @@ fn hold_and_release(
         Release::Sigint => writer.signal(SIGINT),
         Release::None => {}
     }
-    let fate = match (writer.wait_exit(wcfg.exit_timeout), writer.exited_at()) {
-        (true, Some(at)) => WriterFate::Exited {
+    writer.wait_exit(wcfg.exit_timeout);
+    let fate = match writer.exited_at() {
+        Some(at) => WriterFate::Exited {
             after_release: at.saturating_duration_since(released),
         },
-        (true, None) => WriterFate::Exited {
-            after_release: released.elapsed(),
-        },
-        (false, _) => WriterFate::Stayed,
+        None => WriterFate::Stayed,
     };
     (writer.time_out(), fate, hold)
 }

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -247,11 +248,17 @@ const READ: &str = "none";
 /// Whether `pid`, or a process below it (a program run under strace), is
 /// blocked reading its standard input: a writer waiting for its release.
 pub fn waiting_for_stdin(pid: u32) -> bool {
-    process_tree(pid).into_iter().any(|p| {
-        std::fs::read_to_string(format!("/proc/{p}/syscall")).is_ok_and(|call| {
-            let mut fields = call.split_whitespace();
-            fields.next() == Some(READ) && fields.next() == Some("0x0")
-        })
+    process_tree(pid)
+        .into_iter()
+        .any(|p| reading_stdin(Path::new(&format!("/proc/{p}/syscall"))))
+}
+
+/// Whether the task whose `syscall` file (`/proc/PID/syscall`, or a
+/// thread's) is at `path` sits in read(2) on fd 0.
+fn reading_stdin(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|call| {
+        let mut fields = call.split_whitespace();
+        fields.next() == Some(READ) && fields.next() == Some("0x0")
     })
 }
 
@@ -268,9 +275,7 @@ pub fn blocked_on_pipe(pid: u32, ino: u64) -> bool {
     };
     let mut any = false;
     for task in tasks.flatten() {
-        let call = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
-        let mut fields = call.split_whitespace();
-        if !(fields.next() == Some(READ) && fields.next() == Some("0x0")) {
+        if !reading_stdin(&task.path().join("syscall")) {
             return false;
         }
         any = true;

@@ -583,34 +583,29 @@ impl Running {
         self.exit.and(self.ended)
     }
 
-    /// When it was started.
-    pub fn began(&self) -> Instant {
-        self.started
-    }
-
     /// Whether every thread of every process of the learner's in it is
     /// blocked reading the stdin pipe the grader holds: only the release
     /// (or a timer it armed, or a signal) can wake it.
     pub fn only_waits_on_stdin(&self) -> bool {
-        let Some(ino) = self.stdin_inode else {
-            return false;
-        };
-        if self.exit.is_some() {
-            return false;
-        }
-        let procs = learner_processes(self.pid);
-        !procs.is_empty() && procs.into_iter().all(|p| os::blocked_on_pipe(p, ino))
+        self.stdin_inode
+            .is_some_and(|ino| self.every_learner_process(|p| os::blocked_on_pipe(p, ino)))
     }
 
     /// Whether every process of the learner's in it sleeps, waiting for
     /// something (its release, a timer): a program holding what it made,
     /// rather than one still at work or on its way out.
     pub fn asleep(&self) -> bool {
+        self.every_learner_process(os::asleep)
+    }
+
+    /// Whether it is still running, with at least one process of the
+    /// learner's, and every one of them is `such`.
+    fn every_learner_process(&self, such: impl Fn(u32) -> bool) -> bool {
         if self.exit.is_some() {
             return false;
         }
         let procs = learner_processes(self.pid);
-        !procs.is_empty() && procs.into_iter().all(os::asleep)
+        !procs.is_empty() && procs.into_iter().all(such)
     }
 
     /// Time left before its deadline.
@@ -721,11 +716,10 @@ impl Running {
         };
         if forced.is_none() && learner_left(&left) > 0 {
             // What is on its way out gets a moment to end by itself.
-            let deadline = Instant::now() + STRAGGLER_GRACE;
-            while learner_left(&left) > 0 && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
+            crate::observe::poll_until(Instant::now() + STRAGGLER_GRACE, || {
                 left = os::group_members(self.pid, self.pid);
-            }
+                (learner_left(&left) == 0).then_some(())
+            });
         }
         let learner_left = learner_left(&left);
         if !left.is_empty() {

@@ -264,11 +264,13 @@ fn kill_the_rest() -> u32 {
     // A process on its way out (the shell of a popen the program did not
     // pclose) is not left running: it gets a moment to end by itself, so
     // that the count does not depend on how the processes were scheduled.
-    let deadline = std::time::Instant::now() + crate::runner::STRAGGLER_GRACE;
     let mut alive = alive_others();
-    while alive > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        alive = alive_others();
+    if alive > 0 {
+        let deadline = std::time::Instant::now() + crate::runner::STRAGGLER_GRACE;
+        crate::observe::poll_until(deadline, || {
+            alive = alive_others();
+            (alive == 0).then_some(())
+        });
     }
     if alive > 0 {
         // Everything we may signal in this namespace, which is everything
