@@ -547,6 +547,9 @@ pub fn handoff(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict, 
             format!("was held {hold} after the reader (it was not only waiting on its stdin)")
         }
         Hold::FullForTimer => format!("was held {hold} after the reader (it armed a timer)"),
+        Hold::FullUnwatched => format!(
+            "was held {hold} after the reader (its timers cannot be watched on this machine)"
+        ),
     };
     Ok(handoff_problem(j, o).unwrap_or_else(|| {
         Verdict::pass(format!(

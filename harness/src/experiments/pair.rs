@@ -104,6 +104,9 @@ pub enum Hold {
     /// Held the full hold, because it had armed a timer (the handoff was
     /// made again so: a timer may wake a program waiting on its stdin).
     FullForTimer,
+    /// Held the full hold, because its timers could not be watched here
+    /// (no seccomp watch): nothing says it armed none.
+    FullUnwatched,
 }
 
 /// What became of the writer.
@@ -276,21 +279,20 @@ pub fn repeat(
 pub fn run(session: &mut Session, plan: PairPlan) -> Result<PairOutcome, GraderError> {
     let first = run_once(session, plan.clone(), true)?;
     // Released at once on the strength of its waiting, the writer may have
-    // armed a timer all the same (the watch says so only at its end): then
-    // the handoff is made again, with the full hold.
-    let timer = first
-        .writer
-        .io
-        .as_deref()
-        .is_some_and(crate::observe::watch::armed_timer);
-    if first.hold == Hold::Skipped && timer {
-        let mut again = run_once(session, plan, false)?;
-        if again.hold == Hold::Full {
-            again.hold = Hold::FullForTimer;
-        }
-        return Ok(again);
+    // armed a timer all the same (the watch says so only at its end), or
+    // not have been watched at all: then the handoff is made again, with
+    // the full hold.
+    let why = match first.writer.io.as_deref() {
+        _ if first.hold != Hold::Skipped => return Ok(first),
+        None => Hold::FullUnwatched,
+        Some(io) if crate::observe::watch::armed_timer(io) => Hold::FullForTimer,
+        Some(_) => return Ok(first),
+    };
+    let mut again = run_once(session, plan, false)?;
+    if again.hold == Hold::Full {
+        again.hold = why;
     }
-    Ok(first)
+    Ok(again)
 }
 
 /// One handoff; `quick`: a writer seen only waiting on its stdin is
