@@ -64,7 +64,7 @@ pub fn kind_of(path: &Path, meta: &std::fs::Metadata) -> String {
 /// Polls for `done` until `deadline`, starting fast and backing off to a few
 /// milliseconds: readiness is an event the grader observes, never a sleep.
 pub fn poll_until<T>(deadline: Instant, mut done: impl FnMut() -> Option<T>) -> Option<T> {
-    let mut pause = Duration::from_micros(200);
+    let began = Instant::now();
     loop {
         if let Some(value) = done() {
             return Some(value);
@@ -73,7 +73,10 @@ pub fn poll_until<T>(deadline: Instant, mut done: impl FnMut() -> Option<T>) -> 
         if now >= deadline {
             return None;
         }
+        // An eighth of the time waited so far, from 200 µs up to 5 ms: an
+        // event is seen at most an eighth late (a writer ready after 6 ms is
+        // not seen at 11), and a long wait costs a look every 5 ms.
+        let pause = ((now - began) / 8).clamp(Duration::from_micros(200), Duration::from_millis(5));
         std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
