@@ -347,20 +347,20 @@ fn three_shards_merged_give_the_same_gradebook_as_one_run() {
     let rubric = quick_rubric(tmp.path());
     let whole = tmp.path().join("whole");
     let common = ["--rubric", rubric.to_str().unwrap()];
-    let (code, ..) = batch(
+    let (code, stdout, stderr) = batch(
         &[
             &[class.to_str().unwrap(), "--out", whole.to_str().unwrap()],
             &common[..],
         ]
         .concat(),
     );
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
     let mut journals = Vec::new();
     let mut sizes = Vec::new();
     for k in 1..=3 {
         let out = tmp.path().join(format!("shard{k}"));
         let shard = format!("{k}/3");
-        let (code, ..) = batch(
+        let (code, stdout, stderr) = batch(
             &[
                 &[
                     class.to_str().unwrap(),
@@ -373,7 +373,7 @@ fn three_shards_merged_give_the_same_gradebook_as_one_run() {
             ]
             .concat(),
         );
-        assert_eq!(code, 0);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
         let journal = out.join("journal.jsonl");
         sizes.push(read(&journal).lines().count());
         journals.push(journal);

@@ -75,6 +75,13 @@ enum Cmd {
     /// The reference programs, run as peers of a learner's.
     #[command(hide = true, subcommand)]
     Ref(RefCmd),
+    /// The first process of a grading's sandbox server (internal).
+    #[command(hide = true)]
+    SandboxServe {
+        /// The grader's end of the socket requests come on.
+        #[arg(long)]
+        socket_fd: i32,
+    },
     /// The first process inside a learner's sandbox (internal).
     #[command(hide = true)]
     SandboxInit {
@@ -329,6 +336,7 @@ pub fn main() -> ExitCode {
             }
             reference(cmd)
         }
+        Cmd::SandboxServe { socket_fd } => sandbox::serve::serve(socket_fd),
         Cmd::SandboxInit {
             uid,
             status_fd,
@@ -343,6 +351,7 @@ pub fn main() -> ExitCode {
                 sweep,
                 watch,
                 cgroup_fds: cgroup_fd,
+                env: None,
             },
             &argv,
         ),

@@ -149,10 +149,14 @@ impl<'r> Session<'r> {
         } else {
             Purpose::Run
         };
-        let spec = self.sandbox.contain(spec, self.area, purpose);
-        if reference || !trace {
-            return (spec, None);
+        // Traced runs are traced from outside a sandbox of their own (strace
+        // needs to start them); the rest are started by the grading's
+        // sandbox server, where there is one.
+        let traced = trace && !reference && self.tracer.unavailable_reason().is_none();
+        if !traced {
+            return (self.sandbox.contain_served(spec, self.area, purpose), None);
         }
+        let spec = self.sandbox.contain(spec, self.area, purpose);
         let out = self.trace_path(label);
         // Where the evidence of its calls comes from is the target's to say.
         let wrapped = match self.build.target.evidence() {

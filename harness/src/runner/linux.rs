@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustix::process::{Pid, Resource, Rlimit, Signal, kill_process_group, setrlimit};
 
 /// Per-process limits, applied in the child before it runs the program.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// CPU seconds: SIGXCPU at this, SIGKILL one second later.
     pub cpu_secs: u64,
@@ -104,25 +104,7 @@ pub fn prepare(cmd: &mut Command, limits: Limits, confine: &Confinement, status_
                 libc::close(source);
             }
             let next = 3 + count as RawFd;
-            let set = |resource, soft: u64, hard: u64| {
-                setrlimit(
-                    resource,
-                    Rlimit {
-                        current: Some(soft),
-                        maximum: Some(hard),
-                    },
-                )
-            };
-            set(Resource::Core, 0, 0)?;
-            set(Resource::Cpu, limits.cpu_secs, limits.cpu_secs + 1)?;
-            set(Resource::Fsize, limits.file_bytes, limits.file_bytes)?;
-            set(Resource::Nofile, limits.open_files, limits.open_files)?;
-            if let Some(n) = confine.processes {
-                set(Resource::Nproc, n, n)?;
-            }
-            if let Some(bytes) = confine.address_space {
-                set(Resource::As, bytes, bytes)?;
-            }
+            set_limits(&limits, confine.processes, confine.address_space)?;
             // Nothing but stdin, stdout, stderr and the status pipe goes on:
             // descriptors whoever started the grader left open (a CI
             // runner's, a shell's) would be a way out of the run.
@@ -145,6 +127,61 @@ pub fn prepare(cmd: &mut Command, limits: Limits, confine: &Confinement, status_
             Ok(())
         });
     }
+}
+
+/// Sets the resource limits of the calling process: no core dumps, CPU
+/// (SIGXCPU, then SIGKILL a second later), file size, open files, and the
+/// processes and address space a sandbox adds. Only system calls: safe
+/// between fork and exec.
+pub fn set_limits(
+    limits: &Limits,
+    processes: Option<u64>,
+    address_space: Option<u64>,
+) -> io::Result<()> {
+    let set = |resource, soft: u64, hard: u64| {
+        setrlimit(
+            resource,
+            Rlimit {
+                current: Some(soft),
+                maximum: Some(hard),
+            },
+        )
+    };
+    set(Resource::Core, 0, 0)?;
+    set(Resource::Cpu, limits.cpu_secs, limits.cpu_secs + 1)?;
+    set(Resource::Fsize, limits.file_bytes, limits.file_bytes)?;
+    set(Resource::Nofile, limits.open_files, limits.open_files)?;
+    if let Some(n) = processes {
+        set(Resource::Nproc, n, n)?;
+    }
+    if let Some(bytes) = address_space {
+        set(Resource::As, bytes, bytes)?;
+    }
+    Ok(())
+}
+
+/// The pid, in our PID namespace, of the process a pidfd refers to (the
+/// kernel's fdinfo says it); None once it has been reaped.
+pub fn pidfd_pid(pidfd: &impl AsRawFd) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|p| p.trim().parse::<i64>().ok())
+        .and_then(|p| u32::try_from(p).ok())
+}
+
+/// Blocks until the process of `pidfd` (not necessarily our child) has
+/// exited.
+pub fn wait_pidfd(pidfd: &impl AsRawFd) {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    while unsafe { libc::poll(&mut poll, 1, -1) } == -1
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
 }
 
 /// How a process ended, read before it is reaped.

@@ -34,7 +34,7 @@ use crate::sandbox::init::InitStatus;
 pub use capture::{Capture, Captured};
 pub use os::{
     Confinement, Limits, SIGBUS, SIGINT, SIGKILL, SIGSEGV, SIGTERM, SIGXCPU, SIGXFSZ,
-    become_subreaper, peak_rss_kib, signal_name, signal_process,
+    become_subreaper, peak_rss_kib, set_limits, signal_name, signal_process,
 };
 pub use resolve::StartError;
 
@@ -54,6 +54,18 @@ static ABORTED: std::sync::Condvar = std::sync::Condvar::new();
 
 fn live() -> MutexGuard<'static, HashSet<u32>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts `pid` (a helper of the grader's, such as a sandbox server) among
+/// the processes the runner started: never swept as an orphan, killed on
+/// an abort.
+pub fn adopt(pid: u32) {
+    live().insert(pid);
+}
+
+/// The reverse of [`adopt`], once the helper is gone.
+pub fn disown(pid: u32) {
+    live().remove(&pid);
 }
 
 /// Stops everything: every running learner process is killed, and no new
@@ -114,7 +126,27 @@ pub struct Spec {
     /// The platform the program was built for, which says what its
     /// ending means (a Windows program's exit code is an NTSTATUS).
     pub target: &'static dyn crate::target::Target,
+    /// Who starts it, when not the grader itself as its child: a sandbox
+    /// that starts its programs on request (`sandbox::serve`).
+    pub launcher: Option<Arc<dyn Launcher>>,
 }
+
+/// Starts a process on the grader's behalf, somewhere the grader cannot
+/// fork it itself (inside a running sandbox). Given the process's stdin,
+/// stdout, stderr, its init's status pipe and the cgroups its program
+/// joins, in that order, it returns a pidfd of the process: the first
+/// process of a PID namespace of its own, which reports on the status pipe
+/// as a sandbox's init does.
+/// The pidfd comes with the process's pid in our PID namespace, read while
+/// the pid is sure to be its.
+pub trait Launcher: std::fmt::Debug + Send + Sync {
+    fn launch(
+        &self,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> std::io::Result<(std::os::fd::OwnedFd, u32)>;
+}
+
+pub use os::pidfd_pid;
 
 impl Spec {
     /// The command `argv` (its program first), shown as it is, in `dir`
@@ -142,6 +174,7 @@ impl Spec {
             memory_cgroups: Vec::new(),
             storage: None,
             target: &crate::target::Native,
+            launcher: None,
         }
     }
 
@@ -418,7 +451,8 @@ pub struct Running {
     exit: Option<os::RawExit>,
     started: Instant,
     ended: Option<Instant>,
-    _handle: Arc<duct::Handle>,
+    /// The grader's own child, when it is one (duct reaps it).
+    _handle: Option<Arc<duct::Handle>>,
 }
 
 /// A clean environment for learner programs: no secrets, no tokens, no
@@ -461,7 +495,10 @@ pub fn start(spec: Spec) -> Result<Running, StartError> {
     })
 }
 
-fn spawn(spec: Spec) -> std::io::Result<Running> {
+fn spawn(mut spec: Spec) -> std::io::Result<Running> {
+    if let Some(launcher) = spec.launcher.take() {
+        return spawn_served(spec, launcher.as_ref());
+    }
     let (out_read, out_write) = os_pipe::pipe()?;
     let (err_read, err_write) = os_pipe::pipe()?;
     // As an OsString, a bare name like `cc` is looked up in PATH (duct
@@ -505,10 +542,6 @@ fn spawn(spec: Spec) -> std::io::Result<Running> {
     drop(expr);
     let status = status.map(|(r, _w)| r);
     let pid = handle.pids()[0];
-    let stdin_inode = stdin
-        .as_ref()
-        .and_then(|w: &os_pipe::PipeWriter| rustix::fs::fstat(w).ok())
-        .map(|st| st.st_ino);
 
     let (tx, exits) = channel();
     let reaper = handle.clone();
@@ -520,20 +553,77 @@ fn spawn(spec: Spec) -> std::io::Result<Running> {
         live().remove(&pid);
     });
 
-    Ok(Running {
-        pid,
-        status,
-        stdin,
-        stdin_inode,
-        stdout: Capture::spawn(out_read, OUTPUT_LIMIT),
-        stderr: Capture::spawn(err_read, OUTPUT_LIMIT),
-        exits,
-        exit: None,
-        started,
-        ended: None,
-        _handle: handle,
+    Ok(Running::new(
         spec,
-    })
+        pid,
+        (stdin, out_read, err_read, status),
+        exits,
+        started,
+        Some(handle),
+    ))
+}
+
+/// The grader's ends of a process's stdin (when held), stdout, stderr and
+/// status pipe.
+type Ends = (
+    Option<os_pipe::PipeWriter>,
+    os_pipe::PipeReader,
+    os_pipe::PipeReader,
+    Option<os_pipe::PipeReader>,
+);
+
+/// Starts `spec` through its launcher: the same pipes as a child of ours
+/// would get, handed over; its end seen on its pidfd, how it ended told by
+/// its init on the status pipe.
+fn spawn_served(spec: Spec, launcher: &dyn Launcher) -> std::io::Result<Running> {
+    use std::os::fd::{AsFd, OwnedFd};
+    let (out_read, out_write) = os_pipe::pipe()?;
+    let (err_read, err_write) = os_pipe::pipe()?;
+    let (stdin_read, stdin): (OwnedFd, _) = if spec.held_stdin {
+        let (read, write) = os_pipe::pipe()?;
+        (read.into(), Some(write))
+    } else {
+        (std::fs::File::open("/dev/null")?.into(), None)
+    };
+    let (status_read, status_write) = os_pipe::pipe()?;
+    let started = Instant::now();
+    let (pidfd, pid) = {
+        let mut fds = vec![
+            stdin_read.as_fd(),
+            out_write.as_fd(),
+            err_write.as_fd(),
+            status_write.as_fd(),
+        ];
+        fds.extend(spec.confine.cgroups.iter().map(|f| f.as_fd()));
+        // Registered before anyone can sweep or abort.
+        let mut live = live();
+        let (pidfd, pid) = launcher.launch(&fds)?;
+        live.insert(pid);
+        (pidfd, pid)
+    };
+    // Our copies of what the process got: end of file comes when its side
+    // closes.
+    drop((stdin_read, out_write, err_write, status_write));
+    let (tx, exits) = channel();
+    thread::spawn(move || {
+        os::wait_pidfd(&pidfd);
+        // How it ended comes from its init's status.
+        let unknown = os::RawExit {
+            code: None,
+            signal: None,
+            peak_rss_kib: None,
+        };
+        let _ = tx.send((unknown, Instant::now()));
+        live().remove(&pid);
+    });
+    Ok(Running::new(
+        spec,
+        pid,
+        (stdin, out_read, err_read, Some(status_read)),
+        exits,
+        started,
+        None,
+    ))
 }
 
 /// Starts `spec` and waits for it to end (or its deadline).
@@ -542,6 +632,34 @@ pub fn run(spec: Spec) -> Result<Finished, StartError> {
 }
 
 impl Running {
+    fn new(
+        spec: Spec,
+        pid: u32,
+        (stdin, out_read, err_read, status): Ends,
+        exits: Receiver<(os::RawExit, Instant)>,
+        started: Instant,
+        handle: Option<Arc<duct::Handle>>,
+    ) -> Running {
+        let stdin_inode = stdin
+            .as_ref()
+            .and_then(|w| rustix::fs::fstat(w).ok())
+            .map(|st| st.st_ino);
+        Running {
+            pid,
+            status,
+            stdin,
+            stdin_inode,
+            stdout: Capture::spawn(out_read, OUTPUT_LIMIT),
+            stderr: Capture::spawn(err_read, OUTPUT_LIMIT),
+            exits,
+            exit: None,
+            started,
+            ended: None,
+            _handle: handle,
+            spec,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }

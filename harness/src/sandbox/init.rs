@@ -98,10 +98,43 @@ pub struct InitOptions<'a> {
     pub watch: bool,
     /// cgroup.procs files to put the program (and only it) in.
     pub cgroup_fds: Vec<i32>,
+    /// The program's whole environment; None: the init's own.
+    pub env: Option<Vec<(OsString, OsString)>>,
 }
 
 /// Runs `argv` as described above.
 pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
+    let status = supervise(opts, argv);
+    report(opts.status_fd, &status);
+    match status {
+        InitStatus::NotStarted(_) => ExitCode::from(127),
+        InitStatus::Ended {
+            signal: Some(sig), ..
+        } => {
+            // End the same way, so the grader sees the program's signal.
+            // SAFETY: restoring the default action and raising it on ourselves.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+            ExitCode::from(128u8.wrapping_add(sig as u8))
+        }
+        InitStatus::Ended { code, .. } => ExitCode::from(code.unwrap_or(1) as u8),
+    }
+}
+
+/// Writes `status` on the status fd, if there is one.
+pub fn report(status_fd: Option<i32>, status: &InitStatus) {
+    if let Some(fd) = status_fd {
+        // SAFETY: fd was handed to us for exactly this; written once.
+        let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+        let _ = status.write(&mut *pipe);
+    }
+}
+
+/// Runs the program to its end (and, with `sweep`, what it left after
+/// it): how it went, for the status fd.
+pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
     // The program must not inherit the status pipe (it could forge it), nor
     // the cgroups' files.
     for &fd in opts.status_fd.iter().chain(&opts.cgroup_fds) {
@@ -109,17 +142,9 @@ pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let cgroup_fds = opts.cgroup_fds.clone();
-    let report = |status: &InitStatus| {
-        if let Some(fd) = opts.status_fd {
-            // SAFETY: fd was handed to us for exactly this; written once.
-            let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-            let _ = status.write(&mut *pipe);
-        }
-    };
     let not_started = |error: StartError| {
         eprintln!("sandbox-init: {error}");
-        report(&InitStatus::NotStarted(error));
-        ExitCode::from(127)
+        InitStatus::NotStarted(error)
     };
     let Some((program, args)) = argv.split_first() else {
         return not_started(StartError::Failed {
@@ -135,7 +160,13 @@ pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
         Ok(ids) => ids,
         Err(e) => return not_started(failed(e)),
     };
-    let path_var = std::env::var_os("PATH");
+    let path_var = match &opts.env {
+        Some(env) => env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone()),
+        None => std::env::var_os("PATH"),
+    };
     // Where the program is, as the grader sees it: so "unreadable by the
     // learner" is told from "not installed".
     let located = resolve::locate(program, path_var.as_deref());
@@ -148,6 +179,9 @@ pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
     };
     let mut cmd = Command::new(&resolved);
     cmd.arg0(program).args(args);
+    if let Some(env) = &opts.env {
+        cmd.env_clear().envs(env.iter().cloned());
+    }
     let filter = opts.watch.then(watch::Filter::new);
     let (ours, theirs) = match opts.watch.then(socket_pair).transpose() {
         Ok(pair) => pair.unzip(),
@@ -189,23 +223,13 @@ pub fn run(opts: &InitOptions, argv: &[OsString]) -> ExitCode {
     let (status, peak_kib) = wait_with_usage(child.id());
     let left = if opts.sweep { kill_the_rest() } else { 0 };
     let io = watching.map(Watch::finish);
-    report(&InitStatus::Ended {
+    InitStatus::Ended {
         left,
         code: status.code(),
         signal: status.signal(),
         peak_kib,
         io,
-    });
-    if let Some(sig) = status.signal() {
-        // End the same way, so the grader sees the program's signal.
-        // SAFETY: restoring the default action and raising it on ourselves.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
-        return ExitCode::from(128u8.wrapping_add(sig as u8));
     }
-    ExitCode::from(status.code().unwrap_or(1) as u8)
 }
 
 fn parse_ids(spec: &str) -> Result<(u32, u32), String> {

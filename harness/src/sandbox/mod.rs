@@ -16,10 +16,12 @@
 
 mod cgroup;
 pub mod init;
+pub mod serve;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -168,6 +170,9 @@ pub struct Area {
     cleanup_shm: ShmCleanup,
     /// The run's bounded storage (a tmpfs over `dir`), where there is one.
     storage: Option<PathBuf>,
+    /// The sandbox that starts this grading's untraced runs, once one was
+    /// asked for (None: it could not start; each run gets its own).
+    server: std::sync::OnceLock<Option<Arc<serve::Server>>>,
 }
 
 impl Area {
@@ -190,6 +195,10 @@ enum ShmCleanup {
 
 impl Drop for Area {
     fn drop(&mut self) {
+        // The server first: nothing of it may hold the mounts below.
+        if let Some(Some(server)) = self.server.take() {
+            crate::runner::disown(server.pid());
+        }
         let unmount = |dir: &Path| {
             let _ = rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH);
         };
@@ -460,6 +469,7 @@ impl Sandbox {
                     ref_token_file,
                     cleanup_shm,
                     storage,
+                    server: Default::default(),
                 }
             }
             Level::Uid | Level::Minimal => {
@@ -476,6 +486,7 @@ impl Sandbox {
                     ref_token_file,
                     cleanup_shm: ShmCleanup::Nothing,
                     storage,
+                    server: Default::default(),
                 }
             }
         };
@@ -527,9 +538,10 @@ impl Sandbox {
         chown_tree(path, uid, gid)
     }
 
-    /// `spec` as it must run at this level: inside bubblewrap, as the
-    /// learner uid, in cgroups, with limits.
-    pub fn contain(&self, mut spec: Spec, area: &Area, purpose: Purpose) -> Spec {
+    /// The limits every contained process gets, whatever starts it: its
+    /// cgroups (or an address-space limit), processes, its directory
+    /// handed to the learner, the run's storage.
+    fn confinement(&self, spec: &mut Spec, area: &Area, purpose: Purpose) -> Confinement {
         let mut confine = Confinement::default();
         let memory = match purpose {
             Purpose::Build => BUDGET.build_memory_bytes,
@@ -550,6 +562,13 @@ impl Sandbox {
         }
         let _ = self.give(&spec.dir);
         spec.storage = area.storage.clone();
+        confine
+    }
+
+    /// `spec` as it must run at this level: inside bubblewrap, as the
+    /// learner uid, in cgroups, with limits.
+    pub fn contain(&self, mut spec: Spec, area: &Area, purpose: Purpose) -> Spec {
+        let mut confine = self.confinement(&mut spec, area, purpose);
         if purpose == Purpose::Reference && self.level != Level::Full {
             // Run as the grader, straight: no uid to drop to, nothing to
             // hide the token file from but what its mode does.
@@ -643,45 +662,29 @@ impl Sandbox {
 
         // The program itself: a file of the submission's (bound read-only),
         // labgrade (for the reference peers), or a system command.
-        let program = if spec.program == self.labgrade {
-            init.clone()
-        } else if spec.program.is_absolute() && !spec.program.starts_with("/usr") {
-            let name = spec
-                .program
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let dest = inside(&format!("prog/{name}"));
-            arg(&["--ro-bind", &spec.program.display().to_string(), &dest]);
-            dest
-        } else {
-            spec.program.display().to_string()
+        let program = match self.placed(&spec.program) {
+            Placed::Grader => init.clone(),
+            Placed::Bound(name) => {
+                let dest = inside(&format!("prog/{name}"));
+                arg(&["--ro-bind", &spec.program.display().to_string(), &dest]);
+                dest
+            }
+            Placed::System => spec.program.display().to_string(),
         };
 
-        let mut env: Vec<(OsString, OsString)> = spec
-            .env
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.to_str(),
-                    Some("HOME" | "TMPDIR" | "PATH" | "CARGO_HOME" | "RUSTUP_HOME")
-                )
-            })
-            .cloned()
-            .collect();
-        env.push(("HOME".into(), cwd.clone().into()));
-        env.push(("TMPDIR".into(), "/tmp".into()));
-        let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
+        let mut bin = None;
         if purpose == Purpose::Build {
             // Bound only once a build has asked for it.
             if let Some(Some(tc)) = self.toolchain.get() {
                 let dest = inside("toolchain");
                 arg(&["--ro-bind", &tc.display().to_string(), &dest]);
-                path = format!("{dest}/bin:{path}");
+                bin = Some(format!("{dest}/bin"));
             }
+        }
+        let mut env = inside_env(&spec.env, bin.as_deref());
+        if purpose == Purpose::Build {
             env.push(("CARGO_HOME".into(), format!("{cwd}/.cargo-home").into()));
         }
-        env.push(("PATH".into(), path.into()));
 
         // The sandbox's init: runs the program as the learner uid (a
         // reference peer as the grader), then counts and kills what it
@@ -694,6 +697,139 @@ impl Sandbox {
         spec.args = a;
         spec.env = env;
         spec
+    }
+
+    /// How a program is found inside a sandbox: the grader (reference
+    /// peers) as the init, a file of the submission bound read-only at
+    /// /sandbox/prog/NAME, or a system command as it is.
+    fn placed(&self, program: &Path) -> Placed {
+        if program == self.labgrade {
+            Placed::Grader
+        } else if program.is_absolute() && !program.starts_with("/usr") {
+            let name = program
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Placed::Bound(name)
+        } else {
+            Placed::System
+        }
+    }
+
+    /// `spec` as it must run, started by this grading's sandbox server
+    /// where there is one (the full level, as root): contained as
+    /// [`Sandbox::contain`] contains it, in the same namespaces and limits,
+    /// for a fork instead of a bubblewrap. Anything else (a build, another
+    /// level, a run outside the run directory) is contained the usual way.
+    pub fn contain_served(&self, mut spec: Spec, area: &Area, purpose: Purpose) -> Spec {
+        let servable = purpose != Purpose::Build && self.level == Level::Full && self.root;
+        let rel = |path: &Path| path.strip_prefix(&area.dir).ok().map(Path::to_path_buf);
+        let (Some(work), true) = (rel(&spec.dir), servable) else {
+            return self.contain(spec, area, purpose);
+        };
+        let program = match self.placed(&spec.program) {
+            Placed::Bound(name) => match rel(&spec.program) {
+                Some(source) => Some((source, name)),
+                None => return self.contain(spec, area, purpose),
+            },
+            Placed::Grader | Placed::System => None,
+        };
+        let Some(server) = self.server(area) else {
+            return self.contain(spec, area, purpose);
+        };
+        let mut confine = self.confinement(&mut spec, area, purpose);
+        let tmp_dir = PathBuf::from(format!("{}.tmp", spec.dir.display()));
+        let tmp = match area.storage.is_some() && std::fs::create_dir_all(&tmp_dir).is_ok() {
+            true => {
+                let _ = self.give(&tmp_dir);
+                rel(&tmp_dir).ok_or(BUDGET.disk_bytes)
+            }
+            false => Err(BUDGET.disk_bytes),
+        };
+        let shown_program = match self.placed(&spec.program) {
+            Placed::Grader => format!("{SANDBOX_ROOT}/init"),
+            Placed::Bound(name) => format!("{SANDBOX_ROOT}/prog/{name}"),
+            Placed::System => spec.program.display().to_string(),
+        };
+        let mut env = spec.env.clone();
+        let reference = purpose == Purpose::Reference;
+        if reference {
+            env.push((
+                REF_TOKEN_FILE_ENV.into(),
+                format!("{SANDBOX_ROOT}/ref-token").into(),
+            ));
+        }
+        let mut argv: Vec<OsString> = vec![shown_program.into()];
+        argv.extend(spec.args.iter().map(OsString::from));
+        let request = serve::Request {
+            argv,
+            env: inside_env(&env, None),
+            work,
+            tmp,
+            program,
+            ref_token: reference.then(|| rel(&area.ref_token_file)).flatten(),
+            with_init: reference,
+            limits: spec.limits,
+            processes: confine.processes,
+            address_space: confine.address_space,
+            uid: self
+                .uid
+                .filter(|_| !reference)
+                .map(|(uid, gid)| format!("{uid}:{gid}")),
+            watch: purpose == Purpose::Run,
+        };
+        confine.own_pid_namespace = true;
+        confine.cgroups_via_init = true;
+        spec.confine = confine;
+        spec.launcher = Some(Arc::new(serve::Served { server, request }));
+        spec
+    }
+
+    /// This grading's sandbox server, started on first use.
+    fn server(&self, area: &Area) -> Option<Arc<serve::Server>> {
+        area.server
+            .get_or_init(|| match self.start_server(area) {
+                Ok(server) => {
+                    crate::runner::adopt(server.pid());
+                    Some(Arc::new(server))
+                }
+                Err(_) => None,
+            })
+            .clone()
+    }
+
+    /// Bubblewrap as every run's own would be, minus what is each run's:
+    /// the run directory and the grader's init bound where only the
+    /// server sees them.
+    fn start_server(&self, area: &Area) -> std::io::Result<serve::Server> {
+        let bwrap = self
+            .bwrap
+            .clone()
+            .ok_or_else(|| std::io::Error::other("no bwrap"))?;
+        let mut cmd = Command::new(bwrap);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(self.bwrap_namespaces(false));
+        for dir in SYSTEM_DIRS {
+            cmd.args(["--ro-bind-try", dir, dir]);
+        }
+        for exe in self.grader_binaries() {
+            cmd.arg("--ro-bind").arg("/dev/null").arg(exe);
+        }
+        cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+        cmd.args(["--perms", "0755", "--dir", SANDBOX_ROOT]);
+        cmd.args(["--perms", "1777", "--dir", "/tmp"]);
+        for share in area.mechanism.shares(&area.place) {
+            match share {
+                Share::Dir { host, inside } => {
+                    cmd.arg("--bind").arg(host).arg(inside);
+                }
+            }
+        }
+        cmd.arg("--bind").arg(&area.dir).arg(serve::RUN);
+        cmd.arg("--ro-bind").arg(&self.init).arg(serve::INIT);
+        cmd.arg("--");
+        serve::Server::start(cmd, serve::INIT)
     }
 
     /// `sandbox-init` and its options, up to and including `--`: as the
@@ -888,4 +1024,35 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a sandbox finds a program ([`Sandbox::placed`]).
+enum Placed {
+    Grader,
+    Bound(String),
+    System,
+}
+
+/// A process's environment as its sandbox gives it: HOME its working
+/// directory, TMPDIR its /tmp, PATH the system's (after `bin`, if given);
+/// no toolchain variables of the grader's.
+fn inside_env(env: &[(OsString, OsString)], bin: Option<&str>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = env
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.to_str(),
+                Some("HOME" | "TMPDIR" | "PATH" | "CARGO_HOME" | "RUSTUP_HOME")
+            )
+        })
+        .cloned()
+        .collect();
+    env.push(("HOME".into(), format!("{SANDBOX_ROOT}/work").into()));
+    env.push(("TMPDIR".into(), "/tmp".into()));
+    let path = match bin {
+        Some(bin) => format!("{bin}:/usr/local/bin:/usr/bin:/bin"),
+        None => "/usr/local/bin:/usr/bin:/bin".to_string(),
+    };
+    env.push(("PATH".into(), path.into()));
+    env
 }
