@@ -82,6 +82,20 @@ enum Cmd {
         #[arg(long)]
         socket_fd: i32,
     },
+    /// A traced program's first step inside its sandbox (internal).
+    #[command(hide = true)]
+    SandboxExec {
+        #[arg(long)]
+        uid: Option<String>,
+        #[arg(long)]
+        cgroup_fd: Vec<i32>,
+        #[arg(long)]
+        watch_fd: Option<i32>,
+        #[arg(long)]
+        arg0: std::ffi::OsString,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
     /// The first process inside a learner's sandbox (internal).
     #[command(hide = true)]
     SandboxInit {
@@ -337,6 +351,13 @@ pub fn main() -> ExitCode {
             reference(cmd)
         }
         Cmd::SandboxServe { socket_fd } => sandbox::serve::serve(socket_fd),
+        Cmd::SandboxExec {
+            uid,
+            cgroup_fd,
+            watch_fd,
+            arg0,
+            argv,
+        } => sandbox::init::exec_helper(uid.as_deref(), &cgroup_fd, watch_fd, &arg0, &argv),
         Cmd::SandboxInit {
             uid,
             status_fd,
@@ -352,6 +373,7 @@ pub fn main() -> ExitCode {
                 watch,
                 cgroup_fds: cgroup_fd,
                 env: None,
+                trace: None,
             },
             &argv,
         ),

@@ -149,15 +149,29 @@ impl<'r> Session<'r> {
         } else {
             Purpose::Run
         };
-        // Traced runs are traced from outside a sandbox of their own (strace
-        // needs to start them); the rest are started by the grading's
-        // sandbox server, where there is one.
+        // The grading's sandbox server starts what it can, a traced run
+        // under strace inside its sandbox; elsewhere strace traces a
+        // program's own sandbox from outside.
         let traced = trace && !reference && self.tracer.unavailable_reason().is_none();
         if !traced {
-            return (self.sandbox.contain_served(spec, self.area, purpose), None);
+            return (
+                self.sandbox.contain_served(spec, self.area, purpose, None),
+                None,
+            );
         }
-        let spec = self.sandbox.contain(spec, self.area, purpose);
         let out = self.trace_path(label);
+        let inside = match self.build.target.evidence() {
+            crate::target::Evidence::Strace => self.tracer.inside(crate::sandbox::serve::TRACE),
+        };
+        let spec = self.sandbox.contain_served(
+            spec,
+            self.area,
+            purpose,
+            inside.map(|(strace, args)| (strace, args, out.as_path())),
+        );
+        if spec.launcher.is_some() {
+            return (spec, Some(out));
+        }
         // Where the evidence of its calls comes from is the target's to say.
         let wrapped = match self.build.target.evidence() {
             crate::target::Evidence::Strace => self.tracer.wrap(&spec, &out),

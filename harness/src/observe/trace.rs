@@ -93,6 +93,17 @@ impl Tracer {
         })
     }
 
+    /// strace as a sandbox runs it around its program (the arguments end
+    /// with its output, `out` inside the sandbox), when it can trace.
+    pub fn inside(&self, out: &str) -> Option<(PathBuf, Vec<String>)> {
+        let Tracer::Available { strace, seccomp } = self else {
+            return None;
+        };
+        let mut args = base_args(*seccomp);
+        args.extend(["-o".to_string(), out.to_string()]);
+        Some((strace.clone(), args))
+    }
+
     pub fn unavailable_reason(&self) -> Option<&Untraceable> {
         match self {
             Tracer::Available { .. } => None,

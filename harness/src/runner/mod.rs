@@ -146,7 +146,7 @@ pub trait Launcher: std::fmt::Debug + Send + Sync {
     ) -> std::io::Result<(std::os::fd::OwnedFd, u32)>;
 }
 
-pub use os::pidfd_pid;
+pub use os::{pidfd_pid, wait_pidfd};
 
 impl Spec {
     /// The command `argv` (its program first), shown as it is, in `dir`
@@ -873,7 +873,7 @@ impl Running {
                 if let Some(exit) = self.exit.as_mut() {
                     exit.code = code;
                     exit.signal = signal;
-                    exit.peak_rss_kib = Some(peak_kib);
+                    exit.peak_rss_kib = peak_kib;
                 }
             }
             Some(InitStatus::NotStarted(why)) => not_started = Some(why),

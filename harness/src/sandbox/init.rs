@@ -34,7 +34,9 @@ pub enum InitStatus {
         /// signal death into an exit code above 128, this does not.
         code: Option<i32>,
         signal: Option<i32>,
-        peak_kib: u64,
+        /// The program's peak resident memory; None when it ran under a
+        /// tracer inside the sandbox, whose own would be counted with it.
+        peak_kib: Option<u64>,
         /// What the watch saw it read and write; None when unwatched.
         #[serde(default)]
         io: Option<IoEvents>,
@@ -100,6 +102,20 @@ pub struct InitOptions<'a> {
     pub cgroup_fds: Vec<i32>,
     /// The program's whole environment; None: the init's own.
     pub env: Option<Vec<(OsString, OsString)>>,
+    /// Run the program under this tracer, inside the sandbox: the tracer
+    /// stays the init's (root), and `labgrade sandbox-exec` at `helper`,
+    /// its tracee, puts the program in its cgroups, under the watch and as
+    /// the learner, then becomes it.
+    pub trace: Option<InsideTrace>,
+}
+
+/// A tracer and its arguments (its output file included), and the
+/// grader's binary as the sandbox sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InsideTrace {
+    pub tracer: std::path::PathBuf,
+    pub args: Vec<String>,
+    pub helper: std::path::PathBuf,
 }
 
 /// Runs `argv` as described above.
@@ -177,21 +193,57 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
         Ok(Err(e)) => return not_started(e),
         Err(e) => return not_started(failed(format!("cannot act as the learner: {e}"))),
     };
-    let mut cmd = Command::new(&resolved);
-    cmd.arg0(program).args(args);
-    if let Some(env) = &opts.env {
-        cmd.env_clear().envs(env.iter().cloned());
-    }
     let filter = opts.watch.then(watch::Filter::new);
     let (ours, theirs) = match opts.watch.then(socket_pair).transpose() {
         Ok(pair) => pair.unzip(),
         Err(e) => return not_started(failed(format!("cannot set up the watch: {e}"))),
     };
     let their_fd = theirs.as_ref().map(|s| s.as_raw_fd());
+    let mut cmd = match &opts.trace {
+        None => {
+            let mut cmd = Command::new(&resolved);
+            cmd.arg0(program).args(args);
+            cmd
+        }
+        Some(trace) => {
+            let mut cmd = Command::new(&trace.tracer);
+            cmd.args(&trace.args)
+                .arg("--")
+                .arg(&trace.helper)
+                .arg("sandbox-exec");
+            if let Some(uid) = opts.uid {
+                cmd.args(["--uid", uid]);
+            }
+            for fd in &cgroup_fds {
+                cmd.arg("--cgroup-fd").arg(fd.to_string());
+            }
+            if let Some(fd) = their_fd {
+                cmd.arg("--watch-fd").arg(fd.to_string());
+            }
+            cmd.arg("--arg0")
+                .arg(program)
+                .arg("--")
+                .arg(&resolved)
+                .args(args);
+            cmd
+        }
+    };
+    if let Some(env) = &opts.env {
+        cmd.env_clear().envs(env.iter().cloned());
+    }
+    let traced = opts.trace.is_some();
     // SAFETY: the child only makes system calls (the filter and its
     // message were built before the fork).
     unsafe {
         cmd.pre_exec(move || {
+            if traced {
+                // The tracer only passes the cgroups and the watch's socket
+                // on to the helper, which does the rest.
+                for &fd in cgroup_fds.iter().chain(&their_fd) {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                }
+                return Ok(());
+            }
             // Into the learner's limits: the program, and what it starts.
             for &fd in &cgroup_fds {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
@@ -218,18 +270,87 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
         .as_ref()
         .and_then(watch::receive_listener)
         .map(Watch::start);
+    // A traced program is the tracer's child: its end is watched on a
+    // pidfd, and what it left is swept before the tracer is waited for
+    // (the tracer follows a daemon it left, and would wait for it).
+    let tracer = traced.then(|| child.id());
+    if traced {
+        wait_for_traced_program(child.id());
+    }
+    let left = match (opts.sweep, tracer) {
+        (true, Some(tracer)) => kill_the_rest(Some(tracer)),
+        _ => 0,
+    };
     // wait4, for the program's own peak memory: the sandbox around us does
     // not pass its children's resource usage on.
     let (status, peak_kib) = wait_with_usage(child.id());
-    let left = if opts.sweep { kill_the_rest() } else { 0 };
+    let left = match (opts.sweep, tracer) {
+        (true, None) => kill_the_rest(None),
+        _ => left,
+    };
     let io = watching.map(Watch::finish);
     InitStatus::Ended {
         left,
         code: status.code(),
         signal: status.signal(),
-        peak_kib,
+        peak_kib: (!traced).then_some(peak_kib),
         io,
     }
+}
+
+/// `labgrade sandbox-exec`: the traced program's first step (see
+/// [`InsideTrace`]): into its cgroups, as the learner, under the watch,
+/// with nothing but stdin, stdout and stderr open, then the program.
+/// Returns only if it cannot.
+pub fn exec_helper(
+    uid: Option<&str>,
+    cgroup_fds: &[i32],
+    watch_fd: Option<i32>,
+    arg0: &OsString,
+    argv: &[OsString],
+) -> ExitCode {
+    let fail = |what: String| {
+        eprintln!("sandbox-exec: {what}");
+        ExitCode::from(127)
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return fail("no program given".into());
+    };
+    let ids = match uid.map(parse_ids).transpose() {
+        Ok(ids) => ids,
+        Err(e) => return fail(e),
+    };
+    for &fd in cgroup_fds {
+        // SAFETY: writing to a descriptor handed to us for this.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return fail(format!(
+                "cannot join a cgroup: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if let Some((uid, gid)) = ids {
+        // SAFETY: plain system calls.
+        let dropped = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setgid(gid) == 0
+                && libc::setuid(uid) == 0
+        };
+        if !dropped {
+            return fail(format!(
+                "cannot become {uid}:{gid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if let Some(fd) = watch_fd {
+        // SAFETY: in the process about to exec; fd is the init's socket.
+        unsafe { watch::Filter::new().install_and_send(fd) };
+    }
+    // SAFETY: closing every descriptor above stderr.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0) };
+    let err = Command::new(program).arg0(arg0).args(args).exec();
+    fail(format!("cannot run {}: {err}", program.to_string_lossy()))
 }
 
 fn parse_ids(spec: &str) -> Result<(u32, u32), String> {
@@ -281,47 +402,99 @@ fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Waits until the program the tracer `tracer` started (its first child)
+/// has exited.
+fn wait_for_traced_program(tracer: u32) {
+    let children = || {
+        std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse::<i32>().ok())
+    };
+    // The tracer forks it at once; if the tracer ended first, so did it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let Some(program) = crate::observe::poll_until(deadline, || {
+        let alive = std::path::Path::new(&format!("/proc/{tracer}")).exists();
+        match children() {
+            Some(pid) => Some(Some(pid)),
+            None if !alive => Some(None),
+            None => None,
+        }
+    })
+    .flatten() else {
+        return;
+    };
+    let Some(pidfd) = rustix::process::Pid::from_raw(program)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+    else {
+        return; // gone already
+    };
+    crate::runner::wait_pidfd(&pidfd);
+}
+
 /// Counts the processes of this PID namespace still alive a moment after
-/// the program ended (other than its init and ourselves), then kills them
-/// all. Returns the count.
-fn kill_the_rest() -> u32 {
+/// the program ended (other than its init, ourselves and `spare`, the
+/// tracer), then kills them all. Returns the count.
+fn kill_the_rest(spare: Option<u32>) -> u32 {
     // A process on its way out (the shell of a popen the program did not
     // pclose) is not left running: it gets a moment to end by itself, so
     // that the count does not depend on how the processes were scheduled.
-    let mut alive = alive_others();
+    let mut alive = alive_others(spare);
     if alive > 0 {
         let deadline = std::time::Instant::now() + crate::runner::STRAGGLER_GRACE;
         crate::observe::poll_until(deadline, || {
-            alive = alive_others();
+            alive = alive_others(spare);
             (alive == 0).then_some(())
         });
     }
     if alive > 0 {
-        // Everything we may signal in this namespace, which is everything
-        // the learner started.
-        // SAFETY: kill(-1) inside the sandbox's own PID namespace.
-        unsafe { libc::kill(-1, libc::SIGKILL) };
+        match spare {
+            // Everything we may signal in this namespace, which is
+            // everything the learner started.
+            // SAFETY: kill(-1) inside the sandbox's own PID namespace.
+            None => unsafe {
+                libc::kill(-1, libc::SIGKILL);
+            },
+            // All but the tracer, one by one, again while a fork storm
+            // makes more (its pids cgroup bounds it).
+            Some(_) => {
+                for _ in 0..100 {
+                    let left = others(spare);
+                    if left.is_empty() {
+                        break;
+                    }
+                    for pid in left {
+                        crate::runner::signal_process(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
     }
     alive
 }
 
-/// How many processes of this PID namespace are alive, other than its init
-/// and ourselves.
-fn alive_others() -> u32 {
+/// How many processes of this PID namespace are alive, other than its init,
+/// ourselves and `spare`.
+fn alive_others(spare: Option<u32>) -> u32 {
+    others(spare).len() as u32
+}
+
+/// The live processes of this PID namespace other than its init, ourselves
+/// and `spare`.
+fn others(spare: Option<u32>) -> Vec<u32> {
     let me = std::process::id();
     std::fs::read_dir("/proc")
         .map(|dir| {
             dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|&p| p != 1 && p != me)
+                .filter(|&p| p != 1 && p != me && Some(p) != spare)
                 .filter(|p| {
                     std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
                         let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
                         !matches!(state, Some("Z") | Some("X") | None)
                     })
                 })
-                .count() as u32
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 /// Waits for `pid` with wait4: its exit status and peak resident KiB.

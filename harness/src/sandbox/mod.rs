@@ -721,7 +721,16 @@ impl Sandbox {
     /// [`Sandbox::contain`] contains it, in the same namespaces and limits,
     /// for a fork instead of a bubblewrap. Anything else (a build, another
     /// level, a run outside the run directory) is contained the usual way.
-    pub fn contain_served(&self, mut spec: Spec, area: &Area, purpose: Purpose) -> Spec {
+    /// `trace`: strace and its arguments (writing to `serve::TRACE`), to
+    /// run the program under inside the sandbox, and the run's file that
+    /// is bound there.
+    pub fn contain_served(
+        &self,
+        mut spec: Spec,
+        area: &Area,
+        purpose: Purpose,
+        trace: Option<(PathBuf, Vec<String>, &Path)>,
+    ) -> Spec {
         let servable = purpose != Purpose::Build && self.level == Level::Full && self.root;
         let rel = |path: &Path| path.strip_prefix(&area.dir).ok().map(Path::to_path_buf);
         let (Some(work), true) = (rel(&spec.dir), servable) else {
@@ -733,6 +742,20 @@ impl Sandbox {
                 None => return self.contain(spec, area, purpose),
             },
             Placed::Grader | Placed::System => None,
+        };
+        let trace = match trace {
+            None => None,
+            Some((tracer, args, out)) => match (rel(out), root_only_file(out)) {
+                (Some(file), Ok(())) => Some((
+                    file,
+                    init::InsideTrace {
+                        tracer,
+                        args,
+                        helper: PathBuf::from(format!("{SANDBOX_ROOT}/init")),
+                    },
+                )),
+                _ => return self.contain(spec, area, purpose),
+            },
         };
         let Some(server) = self.server(area) else {
             return self.contain(spec, area, purpose);
@@ -768,7 +791,7 @@ impl Sandbox {
             tmp,
             program,
             ref_token: reference.then(|| rel(&area.ref_token_file)).flatten(),
-            with_init: reference,
+            with_init: reference || trace.is_some(),
             limits: spec.limits,
             processes: confine.processes,
             address_space: confine.address_space,
@@ -777,6 +800,7 @@ impl Sandbox {
                 .filter(|_| !reference)
                 .map(|(uid, gid)| format!("{uid}:{gid}")),
             watch: purpose == Purpose::Run,
+            trace,
         };
         confine.own_pid_namespace = true;
         confine.cgroups_via_init = true;
@@ -1055,4 +1079,16 @@ fn inside_env(env: &[(OsString, OsString)], bin: Option<&str>) -> Vec<(OsString,
     };
     env.push(("PATH".into(), path.into()));
     env
+}
+
+/// Makes `path` an empty file only root (the grader) may open.
+fn root_only_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
 }

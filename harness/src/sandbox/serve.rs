@@ -72,7 +72,13 @@ pub struct Request {
     /// The learner's "UID:GID", for the init to run the program as.
     pub uid: Option<String>,
     pub watch: bool,
+    /// Traced: a file of the run (made by the grader, root's alone) bound
+    /// at /sandbox/trace for the tracer to write, and the tracer.
+    pub trace: Option<(PathBuf, init::InsideTrace)>,
 }
+
+/// Where a traced run's tracer writes, inside its sandbox.
+pub const TRACE: &str = "/sandbox/trace";
 
 /// The grader's side: a running server and the socket to it.
 #[derive(Debug)]
@@ -345,6 +351,7 @@ fn child(socket: &OwnedFd, request: &Request, fds: Vec<OwnedFd>) -> i32 {
         watch: request.watch,
         cgroup_fds: (4..4 + cgroups as i32).collect(),
         env: Some(request.env.clone()),
+        trace: request.trace.as_ref().map(|(_, t)| t.clone()),
     };
     let status = init::supervise(&opts, &request.argv);
     init::report(Some(3), &status);
@@ -430,6 +437,10 @@ fn view(request: &Request) -> std::io::Result<()> {
     }
     if request.with_init {
         read_only(PathBuf::from(INIT), "/sandbox/init")?;
+    }
+    if let Some((file, _)) = &request.trace {
+        std::fs::File::create(TRACE)?;
+        mount_bind(run(file), TRACE)?;
     }
     mount_remount("/sandbox", MountFlags::RDONLY | quiet, c"mode=0755,size=1m")?;
     unmount(RUN, UnmountFlags::DETACH)?;
