@@ -102,6 +102,9 @@ pub struct InitOptions<'a> {
     pub cgroup_fds: Vec<i32>,
     /// The program's whole environment; None: the init's own.
     pub env: Option<Vec<(OsString, OsString)>>,
+    /// The program is the grader itself (a reference peer): forked and run
+    /// in this process's image, without an exec.
+    pub in_process: bool,
     /// Run the program under this tracer, inside the sandbox: the tracer
     /// stays the init's (root), and `labgrade sandbox-exec` at `helper`,
     /// its tracee, puts the program in its cgroups, under the watch and as
@@ -261,9 +264,16 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
             Ok(())
         });
     }
-    let child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(err) => return not_started(failed(err.to_string())),
+    let child = if opts.in_process {
+        match fork_grader(&opts.cgroup_fds, opts.env.as_deref(), argv) {
+            Ok(pid) => pid,
+            Err(err) => return not_started(failed(err.to_string())),
+        }
+    } else {
+        match cmd.spawn() {
+            Ok(child) => child.id(),
+            Err(err) => return not_started(failed(err.to_string())),
+        }
     };
     drop(theirs);
     let watching = ours
@@ -273,9 +283,9 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
     // A traced program is the tracer's child: its end is watched on a
     // pidfd, and what it left is swept before the tracer is waited for
     // (the tracer follows a daemon it left, and would wait for it).
-    let tracer = traced.then(|| child.id());
+    let tracer = traced.then_some(child);
     if traced {
-        wait_for_traced_program(child.id());
+        wait_for_traced_program(child);
     }
     let left = match (opts.sweep, tracer) {
         (true, Some(tracer)) => kill_the_rest(Some(tracer)),
@@ -283,7 +293,7 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
     };
     // wait4, for the program's own peak memory: the sandbox around us does
     // not pass its children's resource usage on.
-    let (status, peak_kib) = wait_with_usage(child.id());
+    let (status, peak_kib) = wait_with_usage(child);
     let left = match (opts.sweep, tracer) {
         (true, None) => kill_the_rest(None),
         _ => left,
@@ -295,6 +305,44 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
         signal: status.signal(),
         peak_kib: (!traced).then_some(peak_kib),
         io,
+    }
+}
+
+/// Forks a child that runs the grader's own command line `argv` (its
+/// program's name first) with exactly `env`, in `cgroups`: a reference
+/// peer without the exec of the grader's binary. Returns its pid.
+fn fork_grader(
+    cgroups: &[i32],
+    env: Option<&[(OsString, OsString)]>,
+    argv: &[OsString],
+) -> std::io::Result<u32> {
+    // SAFETY: the init is single-threaded here (a reference peer has no
+    // watch); the child runs our own code and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            for &fd in cgroups {
+                // SAFETY: writing to a descriptor handed to us for this.
+                if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+                    std::process::exit(127);
+                }
+                // SAFETY: closing our own descriptor.
+                unsafe { libc::close(fd) };
+            }
+            if let Some(env) = env {
+                // SAFETY: the forked child has one thread.
+                unsafe {
+                    for (key, _) in std::env::vars_os() {
+                        std::env::remove_var(key);
+                    }
+                    for (key, value) in env {
+                        std::env::set_var(key, value);
+                    }
+                }
+            }
+            std::process::exit(crate::cli::run_in_process(argv))
+        }
+        pid => Ok(pid as u32),
     }
 }
 

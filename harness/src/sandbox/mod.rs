@@ -792,6 +792,7 @@ impl Sandbox {
             program,
             ref_token: reference.then(|| rel(&area.ref_token_file)).flatten(),
             with_init: reference || trace.is_some(),
+            in_process: reference,
             limits: spec.limits,
             processes: confine.processes,
             address_space: confine.address_space,

@@ -66,6 +66,9 @@ pub struct Request {
     pub ref_token: Option<PathBuf>,
     /// Whether the grader itself is bound at /sandbox/init (reference peers).
     pub with_init: bool,
+    /// The program is the grader (a reference peer): the init forks and
+    /// runs it in its own image.
+    pub in_process: bool,
     pub limits: Limits,
     pub processes: Option<u64>,
     pub address_space: Option<u64>,
@@ -351,6 +354,7 @@ fn child(socket: &OwnedFd, request: &Request, fds: Vec<OwnedFd>) -> i32 {
         watch: request.watch,
         cgroup_fds: (4..4 + cgroups as i32).collect(),
         env: Some(request.env.clone()),
+        in_process: request.in_process,
         trace: request.trace.as_ref().map(|(_, t)| t.clone()),
     };
     let status = init::supervise(&opts, &request.argv);
