@@ -111,6 +111,8 @@ pub fn grade(
     std::fs::create_dir_all(&home).map_err(setup(format!("create {}", home.display())))?;
     build::copy_submission(dir, &src).map_err(setup(format!("copy {}", dir.display())))?;
 
+    // Whether strace works is asked while the build runs.
+    let tracer = std::thread::spawn(Tracer::probe);
     let mut built = build::build(rubric, &src, &home, &sandbox, &area);
     built
         .fix_programs(&run_dir.path().join(".programs"))
@@ -194,7 +196,11 @@ pub fn grade(
         built,
         &sandbox,
         &area,
-        Tracer::probe(),
+        tracer.join().unwrap_or_else(|_| {
+            Tracer::Unavailable(crate::observe::trace::Untraceable::Refused(
+                "the probe of strace failed".into(),
+            ))
+        }),
         seed(&submission_sha, &rubric.sha256, &secret.key),
     );
     let mut experiments = crate::experiments::Experiments::default();
