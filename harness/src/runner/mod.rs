@@ -34,7 +34,7 @@ use crate::sandbox::init::InitStatus;
 pub use capture::{Capture, Captured};
 pub use os::{
     Confinement, Limits, SIGBUS, SIGINT, SIGKILL, SIGSEGV, SIGTERM, SIGXCPU, SIGXFSZ,
-    become_subreaper, peak_rss_kib, set_limits, signal_name, signal_process,
+    become_subreaper, peak_rss_kib, pidfd_pid, set_limits, signal_name, signal_process, wait_pidfd,
 };
 pub use resolve::StartError;
 
@@ -134,10 +134,9 @@ pub struct Spec {
 /// Starts a process on the grader's behalf, somewhere the grader cannot
 /// fork it itself (inside a running sandbox). Given the process's stdin,
 /// stdout, stderr, its init's status pipe and the cgroups its program
-/// joins, in that order, it returns a pidfd of the process: the first
+/// joins, in that order, it returns a pidfd of the process (the first
 /// process of a PID namespace of its own, which reports on the status pipe
-/// as a sandbox's init does.
-/// The pidfd comes with the process's pid in our PID namespace, read while
+/// as a sandbox's init does) and its pid in our PID namespace, read while
 /// the pid is sure to be its.
 pub trait Launcher: std::fmt::Debug + Send + Sync {
     fn launch(
@@ -145,8 +144,6 @@ pub trait Launcher: std::fmt::Debug + Send + Sync {
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> std::io::Result<(std::os::fd::OwnedFd, u32)>;
 }
-
-pub use os::{pidfd_pid, wait_pidfd};
 
 impl Spec {
     /// The command `argv` (its program first), shown as it is, in `dir`

@@ -247,17 +247,7 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
                 }
                 return Ok(());
             }
-            // Into the learner's limits: the program, and what it starts.
-            for &fd in &cgroup_fds {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some((uid, gid)) = ids
-                && (libc::setgid(gid) == -1 || libc::setuid(uid) == -1)
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+            enter(&cgroup_fds, ids)?;
             if let (Some(filter), Some(fd)) = (&filter, their_fd) {
                 filter.install_and_send(fd);
             }
@@ -283,21 +273,19 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
     // A traced program is the tracer's child: its end is watched on a
     // pidfd, and what it left is swept before the tracer is waited for
     // (the tracer follows a daemon it left, and would wait for it).
-    let tracer = traced.then_some(child);
+    let mut left = 0;
     if traced {
         wait_for_traced_program(child);
+        if opts.sweep {
+            left = kill_the_rest(Some(child));
+        }
     }
-    let left = match (opts.sweep, tracer) {
-        (true, Some(tracer)) => kill_the_rest(Some(tracer)),
-        _ => 0,
-    };
     // wait4, for the program's own peak memory: the sandbox around us does
     // not pass its children's resource usage on.
     let (status, peak_kib) = wait_with_usage(child);
-    let left = match (opts.sweep, tracer) {
-        (true, None) => kill_the_rest(None),
-        _ => left,
-    };
+    if opts.sweep && !traced {
+        left = kill_the_rest(None);
+    }
     let io = watching.map(Watch::finish);
     InitStatus::Ended {
         left,
@@ -321,11 +309,10 @@ fn fork_grader(
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error()),
         0 => {
+            if enter(cgroups, None).is_err() {
+                std::process::exit(127);
+            }
             for &fd in cgroups {
-                // SAFETY: writing to a descriptor handed to us for this.
-                if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
-                    std::process::exit(127);
-                }
                 // SAFETY: closing our own descriptor.
                 unsafe { libc::close(fd) };
             }
@@ -368,28 +355,17 @@ pub fn exec_helper(
         Ok(ids) => ids,
         Err(e) => return fail(e),
     };
-    for &fd in cgroup_fds {
-        // SAFETY: writing to a descriptor handed to us for this.
-        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
-            return fail(format!(
-                "cannot join a cgroup: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    // No supplementary group of root's goes on (the init dropped them when
+    // it first acted as the learner; this one does not rely on that).
+    // SAFETY: a plain system call.
+    if ids.is_some() && unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return fail(format!(
+            "cannot drop groups: {}",
+            std::io::Error::last_os_error()
+        ));
     }
-    if let Some((uid, gid)) = ids {
-        // SAFETY: plain system calls.
-        let dropped = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0
-                && libc::setgid(gid) == 0
-                && libc::setuid(uid) == 0
-        };
-        if !dropped {
-            return fail(format!(
-                "cannot become {uid}:{gid}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    if let Err(e) = enter(cgroup_fds, ids) {
+        return fail(format!("cannot enter the learner's cgroups and uid: {e}"));
     }
     if let Some(fd) = watch_fd {
         // SAFETY: in the process about to exec; fd is the init's socket.
@@ -399,6 +375,25 @@ pub fn exec_helper(
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0) };
     let err = Command::new(program).arg0(arg0).args(args).exec();
     fail(format!("cannot run {}: {err}", program.to_string_lossy()))
+}
+
+/// Into the learner's limits and identity: the calling process (and what
+/// it starts) joins the cgroups whose `cgroup.procs` are open on `cgroups`,
+/// then becomes `ids`. Only system calls: safe between fork and exec.
+fn enter(cgroups: &[i32], ids: Option<(u32, u32)>) -> std::io::Result<()> {
+    for &fd in cgroups {
+        // SAFETY: writing to a descriptor handed to us for this.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: plain system calls.
+    if let Some((uid, gid)) = ids
+        && unsafe { libc::setgid(gid) == -1 || libc::setuid(uid) == -1 }
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn parse_ids(spec: &str) -> Result<(u32, u32), String> {

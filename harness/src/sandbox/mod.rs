@@ -603,45 +603,22 @@ impl Sandbox {
 
     fn bwrapped(&self, mut spec: Spec, area: &Area, purpose: Purpose, cgroups: usize) -> Spec {
         let bwrap = self.bwrap.clone().expect("the full level has bwrap");
-        let mut a: Vec<String> = self
-            .bwrap_namespaces(false)
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let mut a = self.bwrap_base();
+        a.extend(shares_args(area));
         let mut arg = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        for dir in SYSTEM_DIRS {
-            arg(&["--ro-bind-try", dir, dir]);
-        }
-        // The grader itself, where it is installed under a directory bound
-        // above (/usr/local/bin, say): masked, so no build can copy it.
-        for exe in self.grader_binaries() {
-            arg(&["--ro-bind", "/dev/null", &exe.display().to_string()]);
-        }
-        arg(&["--proc", "/proc", "--dev", "/dev"]);
         // Its /tmp: a directory of the run's bounded storage where there is
         // one, else a tmpfs of that size.
-        let tmp = PathBuf::from(format!("{}.tmp", spec.dir.display()));
-        if area.storage.is_some() && std::fs::create_dir_all(&tmp).is_ok() {
-            let _ = self.give(&tmp);
-            arg(&["--bind", &tmp.display().to_string(), "/tmp"]);
-        } else {
-            let size = BUDGET.disk_bytes.to_string();
-            arg(&["--perms", "1777", "--size", &size, "--tmpfs", "/tmp"]);
+        match self.run_tmp(&spec.dir, area) {
+            Some(tmp) => arg(&["--bind", &tmp.display().to_string(), "/tmp"]),
+            None => {
+                let size = BUDGET.disk_bytes.to_string();
+                arg(&["--perms", "1777", "--size", &size, "--tmpfs", "/tmp"]);
+            }
         }
         // Directories bwrap makes on its own for a bind's parents copy the
         // host's modes (often 0700): make these ones explicitly.
         arg(&["--perms", "0755", "--dir", SANDBOX_ROOT]);
         arg(&["--perms", "0755", "--dir", &format!("{SANDBOX_ROOT}/prog")]);
-        // What the pair's mechanism needs in common (the region place).
-        for share in area.mechanism.shares(&area.place) {
-            match share {
-                Share::Dir { host, inside } => arg(&[
-                    "--bind",
-                    &host.display().to_string(),
-                    &inside.display().to_string(),
-                ]),
-            }
-        }
         let inside = |name: &str| format!("{SANDBOX_ROOT}/{name}");
         // The init (and reference peers): as root, a copy only root may read
         // or run, so learner code can run the grader in no mode.
@@ -662,15 +639,11 @@ impl Sandbox {
 
         // The program itself: a file of the submission's (bound read-only),
         // labgrade (for the reference peers), or a system command.
-        let program = match self.placed(&spec.program) {
-            Placed::Grader => init.clone(),
-            Placed::Bound(name) => {
-                let dest = inside(&format!("prog/{name}"));
-                arg(&["--ro-bind", &spec.program.display().to_string(), &dest]);
-                dest
-            }
-            Placed::System => spec.program.display().to_string(),
-        };
+        let placed = self.placed(&spec.program);
+        let program = placed.inside(&spec.program);
+        if let Placed::Bound(_) = placed {
+            arg(&["--ro-bind", &spec.program.display().to_string(), &program]);
+        }
 
         let mut bin = None;
         if purpose == Purpose::Build {
@@ -697,6 +670,42 @@ impl Sandbox {
         spec.args = a;
         spec.env = env;
         spec
+    }
+
+    /// What every sandbox of this grader starts with, its own or a
+    /// grading's: the namespaces, the system read-only, the grader's
+    /// binaries masked, /proc and /dev.
+    fn bwrap_base(&self) -> Vec<String> {
+        let mut a: Vec<String> = self
+            .bwrap_namespaces(false)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for dir in SYSTEM_DIRS {
+            a.extend(["--ro-bind-try", dir, dir].map(String::from));
+        }
+        // The grader itself, where it is installed under a directory bound
+        // above (/usr/local/bin, say): masked, so no build can copy it.
+        for exe in self.grader_binaries() {
+            a.extend([
+                "--ro-bind".into(),
+                "/dev/null".into(),
+                exe.display().to_string(),
+            ]);
+        }
+        a.extend(["--proc", "/proc", "--dev", "/dev"].map(String::from));
+        a
+    }
+
+    /// The /tmp of the program working in `dir`: a directory of the run's
+    /// bounded storage beside it, given to the learner, where there is
+    /// such storage (else the sandbox makes a tmpfs).
+    fn run_tmp(&self, dir: &Path, area: &Area) -> Option<PathBuf> {
+        let tmp = PathBuf::from(format!("{}.tmp", dir.display()));
+        (area.storage.is_some() && std::fs::create_dir_all(&tmp).is_ok()).then(|| {
+            let _ = self.give(&tmp);
+            tmp
+        })
     }
 
     /// How a program is found inside a sandbox: the grader (reference
@@ -736,9 +745,10 @@ impl Sandbox {
         let (Some(work), true) = (rel(&spec.dir), servable) else {
             return self.contain(spec, area, purpose);
         };
-        let program = match self.placed(&spec.program) {
+        let placed = self.placed(&spec.program);
+        let program = match &placed {
             Placed::Bound(name) => match rel(&spec.program) {
-                Some(source) => Some((source, name)),
+                Some(source) => Some((source, name.clone())),
                 None => return self.contain(spec, area, purpose),
             },
             Placed::Grader | Placed::System => None,
@@ -761,19 +771,10 @@ impl Sandbox {
             return self.contain(spec, area, purpose);
         };
         let mut confine = self.confinement(&mut spec, area, purpose);
-        let tmp_dir = PathBuf::from(format!("{}.tmp", spec.dir.display()));
-        let tmp = match area.storage.is_some() && std::fs::create_dir_all(&tmp_dir).is_ok() {
-            true => {
-                let _ = self.give(&tmp_dir);
-                rel(&tmp_dir).ok_or(BUDGET.disk_bytes)
-            }
-            false => Err(BUDGET.disk_bytes),
-        };
-        let shown_program = match self.placed(&spec.program) {
-            Placed::Grader => format!("{SANDBOX_ROOT}/init"),
-            Placed::Bound(name) => format!("{SANDBOX_ROOT}/prog/{name}"),
-            Placed::System => spec.program.display().to_string(),
-        };
+        let tmp = self
+            .run_tmp(&spec.dir, area)
+            .and_then(|tmp| rel(&tmp))
+            .ok_or(BUDGET.disk_bytes);
         let mut env = spec.env.clone();
         let reference = purpose == Purpose::Reference;
         if reference {
@@ -782,7 +783,7 @@ impl Sandbox {
                 format!("{SANDBOX_ROOT}/ref-token").into(),
             ));
         }
-        let mut argv: Vec<OsString> = vec![shown_program.into()];
+        let mut argv: Vec<OsString> = vec![placed.inside(&spec.program).into()];
         argv.extend(spec.args.iter().map(OsString::from));
         let request = serve::Request {
             argv,
@@ -791,7 +792,6 @@ impl Sandbox {
             tmp,
             program,
             ref_token: reference.then(|| rel(&area.ref_token_file)).flatten(),
-            with_init: reference || trace.is_some(),
             in_process: reference,
             limits: spec.limits,
             processes: confine.processes,
@@ -834,23 +834,10 @@ impl Sandbox {
         let mut cmd = Command::new(bwrap);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .args(self.bwrap_namespaces(false));
-        for dir in SYSTEM_DIRS {
-            cmd.args(["--ro-bind-try", dir, dir]);
-        }
-        for exe in self.grader_binaries() {
-            cmd.arg("--ro-bind").arg("/dev/null").arg(exe);
-        }
-        cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+            .args(self.bwrap_base());
         cmd.args(["--perms", "0755", "--dir", SANDBOX_ROOT]);
         cmd.args(["--perms", "1777", "--dir", "/tmp"]);
-        for share in area.mechanism.shares(&area.place) {
-            match share {
-                Share::Dir { host, inside } => {
-                    cmd.arg("--bind").arg(host).arg(inside);
-                }
-            }
-        }
+        cmd.args(shares_args(area));
         cmd.arg("--bind").arg(&area.dir).arg(serve::RUN);
         cmd.arg("--ro-bind").arg(&self.init).arg(serve::INIT);
         cmd.arg("--");
@@ -1056,6 +1043,33 @@ enum Placed {
     Grader,
     Bound(String),
     System,
+}
+
+impl Placed {
+    /// The program's path inside the sandbox.
+    fn inside(&self, program: &Path) -> String {
+        match self {
+            Placed::Grader => format!("{SANDBOX_ROOT}/init"),
+            Placed::Bound(name) => format!("{SANDBOX_ROOT}/prog/{name}"),
+            Placed::System => program.display().to_string(),
+        }
+    }
+}
+
+/// What a grading's pairs need in common (the region place), bound into
+/// every sandbox.
+fn shares_args(area: &Area) -> Vec<String> {
+    area.mechanism
+        .shares(&area.place)
+        .into_iter()
+        .flat_map(|share| match share {
+            Share::Dir { host, inside } => [
+                "--bind".to_string(),
+                host.display().to_string(),
+                inside.display().to_string(),
+            ],
+        })
+        .collect()
 }
 
 /// A process's environment as its sandbox gives it: HOME its working

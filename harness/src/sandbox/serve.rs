@@ -64,10 +64,9 @@ pub struct Request {
     pub program: Option<(PathBuf, String)>,
     /// The reference token, bound read-only at /sandbox/ref-token.
     pub ref_token: Option<PathBuf>,
-    /// Whether the grader itself is bound at /sandbox/init (reference peers).
-    pub with_init: bool,
     /// The program is the grader (a reference peer): the init forks and
-    /// runs it in its own image.
+    /// runs it in its own image. The grader is bound at /sandbox/init for
+    /// it, and for a traced run.
     pub in_process: bool,
     pub limits: Limits,
     pub processes: Option<u64>,
@@ -258,7 +257,7 @@ pub fn serve(socket_fd: RawFd) -> ExitCode {
         while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
         let (answer, pidfd) = match serde_json::from_slice::<Message>(&bytes) {
             Ok(Message::Ping) => (Answer::Ok, None),
-            Ok(Message::Start(request)) => match start(&socket, &request, fds) {
+            Ok(Message::Start(request)) => match start(&request, fds) {
                 Ok(pidfd) => (Answer::Ok, Some(pidfd)),
                 Err(e) => (Answer::Failed(e.to_string()), None),
             },
@@ -274,7 +273,7 @@ pub fn serve(socket_fd: RawFd) -> ExitCode {
 
 /// Forks the init of one program into namespaces of its own; returns its
 /// pidfd. `fds`: stdin, stdout, stderr, status, cgroups.
-fn start(socket: &OwnedFd, request: &Request, fds: Vec<OwnedFd>) -> std::io::Result<OwnedFd> {
+fn start(request: &Request, fds: Vec<OwnedFd>) -> std::io::Result<OwnedFd> {
     if fds.len() < 4 {
         return Err(std::io::Error::other(
             "a request needs stdin, stdout, stderr and a status pipe",
@@ -302,7 +301,7 @@ fn start(socket: &OwnedFd, request: &Request, fds: Vec<OwnedFd>) -> std::io::Res
     match pid {
         -1 => Err(std::io::Error::last_os_error()),
         0 => {
-            let code = child(socket, request, fds);
+            let code = child(request, fds);
             // SAFETY: ending the child without running the server's exit
             // handlers.
             unsafe { libc::_exit(code) }
@@ -314,12 +313,11 @@ fn start(socket: &OwnedFd, request: &Request, fds: Vec<OwnedFd>) -> std::io::Res
 
 /// The forked init: its descriptors in place, its own view of the
 /// filesystem, limits, then the program, supervised.
-fn child(socket: &OwnedFd, request: &Request, fds: Vec<OwnedFd>) -> i32 {
+fn child(request: &Request, fds: Vec<OwnedFd>) -> i32 {
     let cgroups = fds.len() - 4;
     if place(fds).is_err() {
         return 127;
     }
-    let _ = socket;
     // Nothing else of the server's (its socket above all) goes on.
     // SAFETY: closing every descriptor above the ones just placed.
     unsafe { libc::syscall(libc::SYS_close_range, 4 + cgroups as u32, u32::MAX, 0) };
@@ -439,7 +437,9 @@ fn view(request: &Request) -> std::io::Result<()> {
     if let Some(token) = &request.ref_token {
         read_only(run(token), "/sandbox/ref-token")?;
     }
-    if request.with_init {
+    // The grader: the reference peer's command line names it, and
+    // sandbox-exec is the tracer's tracee.
+    if request.in_process || request.trace.is_some() {
         read_only(PathBuf::from(INIT), "/sandbox/init")?;
     }
     if let Some((file, _)) = &request.trace {
