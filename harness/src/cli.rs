@@ -91,6 +91,9 @@ enum Cmd {
         cgroup_fd: Vec<i32>,
         #[arg(long)]
         watch_fd: Option<i32>,
+        /// The program's limits, as JSON (`init::ProgramLimits`).
+        #[arg(long)]
+        limits: Option<String>,
         #[arg(long)]
         arg0: std::ffi::OsString,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -376,9 +379,17 @@ fn run(cli: Cli) -> ExitCode {
             uid,
             cgroup_fd,
             watch_fd,
+            limits,
             arg0,
             argv,
-        } => sandbox::init::exec_helper(uid.as_deref(), &cgroup_fd, watch_fd, &arg0, &argv),
+        } => sandbox::init::exec_helper(
+            uid.as_deref(),
+            &cgroup_fd,
+            watch_fd,
+            limits.as_deref(),
+            &arg0,
+            &argv,
+        ),
         Cmd::SandboxInit {
             uid,
             status_fd,

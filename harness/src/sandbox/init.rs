@@ -119,6 +119,16 @@ pub struct InsideTrace {
     pub tracer: std::path::PathBuf,
     pub args: Vec<String>,
     pub helper: std::path::PathBuf,
+    /// The program's limits, which the helper sets on itself alone.
+    pub limits: Option<ProgramLimits>,
+}
+
+/// What a sandbox limits a program to (`runner::set_limits`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ProgramLimits {
+    pub limits: crate::runner::Limits,
+    pub processes: Option<u64>,
+    pub address_space: Option<u64>,
 }
 
 /// Runs `argv` as described above.
@@ -222,6 +232,10 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
             }
             if let Some(fd) = their_fd {
                 cmd.arg("--watch-fd").arg(fd.to_string());
+            }
+            if let Some(limits) = &trace.limits {
+                let json = serde_json::to_string(limits).unwrap_or_default();
+                cmd.arg("--limits").arg(json);
             }
             cmd.arg("--arg0")
                 .arg(program)
@@ -341,6 +355,7 @@ pub fn exec_helper(
     uid: Option<&str>,
     cgroup_fds: &[i32],
     watch_fd: Option<i32>,
+    limits: Option<&str>,
     arg0: &OsString,
     argv: &[OsString],
 ) -> ExitCode {
@@ -363,6 +378,14 @@ pub fn exec_helper(
             "cannot drop groups: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    if let Some(json) = limits {
+        let set = serde_json::from_str::<ProgramLimits>(json)
+            .map_err(std::io::Error::other)
+            .and_then(|l| crate::runner::set_limits(&l.limits, l.processes, l.address_space));
+        if let Err(e) = set {
+            return fail(format!("cannot set the program's limits: {e}"));
+        }
     }
     if let Err(e) = enter(cgroup_fds, ids) {
         return fail(format!("cannot enter the learner's cgroups and uid: {e}"));

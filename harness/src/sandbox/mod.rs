@@ -762,6 +762,7 @@ impl Sandbox {
                         tracer,
                         args,
                         helper: PathBuf::from(format!("{SANDBOX_ROOT}/init")),
+                        limits: None,
                     },
                 )),
                 _ => return self.contain(spec, area, purpose),

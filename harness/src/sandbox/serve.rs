@@ -340,8 +340,22 @@ fn child(request: &Request, fds: Vec<OwnedFd>) -> i32 {
     if let Err(e) = view(request) {
         return not_started(e.to_string());
     }
-    if let Err(e) =
-        crate::runner::set_limits(&request.limits, request.processes, request.address_space)
+    let limits = init::ProgramLimits {
+        limits: request.limits,
+        processes: request.processes,
+        address_space: request.address_space,
+    };
+    // A traced program's limits are set by sandbox-exec, on it alone: the
+    // tracer, which inherits the init's, must never run into the
+    // program's CPU limit (its own time is the grader's, not the
+    // learner's).
+    let trace = request.trace.as_ref().map(|(_, t)| init::InsideTrace {
+        limits: Some(limits),
+        ..t.clone()
+    });
+    if trace.is_none()
+        && let Err(e) =
+            crate::runner::set_limits(&limits.limits, limits.processes, limits.address_space)
     {
         return not_started(e.to_string());
     }
@@ -353,7 +367,7 @@ fn child(request: &Request, fds: Vec<OwnedFd>) -> i32 {
         cgroup_fds: (4..4 + cgroups as i32).collect(),
         env: Some(request.env.clone()),
         in_process: request.in_process,
-        trace: request.trace.as_ref().map(|(_, t)| t.clone()),
+        trace,
     };
     let status = init::supervise(&opts, &request.argv);
     init::report(Some(3), &status);
