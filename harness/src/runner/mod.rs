@@ -121,6 +121,8 @@ pub struct Spec {
     pub confine: Confinement,
     /// Memory cgroups the process runs in, to tell a memory-limit kill.
     pub memory_cgroups: Vec<PathBuf>,
+    /// The cgroup bounding its processes, to tell when it reached the bound.
+    pub pids_cgroup: Option<PathBuf>,
     /// The bounded file system its files go to, to tell when it is full.
     pub storage: Option<PathBuf>,
     /// The platform the program was built for, which says what its
@@ -169,6 +171,7 @@ impl Spec {
             limits,
             confine: Default::default(),
             memory_cgroups: Vec::new(),
+            pids_cgroup: None,
             storage: None,
             target: &crate::target::Native,
             launcher: None,
@@ -394,6 +397,8 @@ pub enum Limit {
     },
     /// Killed by the kernel at its memory cgroup's limit.
     Memory,
+    /// As many processes as it may have: stopped there by the grader.
+    Processes { max: u64 },
 }
 
 impl std::fmt::Display for Limit {
@@ -423,6 +428,10 @@ impl std::fmt::Display for Limit {
                 "disk: {used_mib} MiB of the grading's {size_mib} MiB of storage used"
             ),
             Limit::Memory => write!(f, "memory: it ran into the memory limit"),
+            Limit::Processes { max } => write!(
+                f,
+                "processes: it reached the limit of {max} processes and was stopped there"
+            ),
         }
     }
 }
@@ -446,6 +455,8 @@ pub struct Running {
     /// by order of events, whenever it asks.
     exits: Receiver<(os::RawExit, Instant)>,
     exit: Option<os::RawExit>,
+    /// It reached its process limit and was stopped for it.
+    at_process_limit: Option<u64>,
     started: Instant,
     ended: Option<Instant>,
     /// The grader's own child, when it is one (duct reaps it).
@@ -650,6 +661,7 @@ impl Running {
             stderr: Capture::spawn(err_read, OUTPUT_LIMIT),
             exits,
             exit: None,
+            at_process_limit: None,
             started,
             ended: None,
             _handle: handle,
@@ -770,16 +782,45 @@ impl Running {
     /// than its share of a loaded machine) is not waiting for anything: it
     /// gets up to one more deadline to reach its CPU limit, which names it
     /// for what it is, whatever the load.
+    ///
+    /// A program that reaches its process limit is stopped there: nothing
+    /// in the lab needs that many, and what a fork storm runs into next
+    /// (its CPU, its memory, its deadline) would be a matter of timing.
     pub fn finish(mut self) -> Finished {
-        let mut in_time = self.wait_exit(self.remaining());
-        if !in_time && self.computing() {
-            in_time = self.wait_exit(self.spec.timeout);
+        let mut in_time = self.wait_exit_watching(self.remaining());
+        if !in_time && self.at_process_limit.is_none() && self.computing() {
+            in_time = self.wait_exit_watching(self.spec.timeout);
+        }
+        if self.at_process_limit.is_some() {
+            return self.end(Some(Ending::Stopped));
         }
         self.end(if in_time {
             None
         } else {
             Some(Ending::TimedOut)
         })
+    }
+
+    /// [`Running::wait_exit`], looking every [`PIDS_POLL`] at whether it
+    /// reached its process limit (then it returns false at once).
+    fn wait_exit_watching(&mut self, timeout: Duration) -> bool {
+        let Some(dir) = self.spec.pids_cgroup.clone() else {
+            return self.wait_exit(timeout);
+        };
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if self.wait_exit(left.min(PIDS_POLL)) {
+                return true;
+            }
+            if let Some(max) = at_process_limit(&dir) {
+                self.at_process_limit = Some(max);
+                return false;
+            }
+            if left.is_zero() {
+                return false;
+            }
+        }
     }
 
     /// Whether it has spent at least a fifth of its life on the CPU and
@@ -895,7 +936,10 @@ impl Running {
         let ended = self.ended.unwrap_or_else(Instant::now);
         let stdout = self.stdout.snapshot();
         let stderr = self.stderr.snapshot();
-        let limits = limits_hit(&self.spec, raw, &stdout, &stderr);
+        let mut limits = limits_hit(&self.spec, raw, &stdout, &stderr);
+        if let Some(max) = self.at_process_limit {
+            limits.insert(0, Limit::Processes { max });
+        }
         let record = RunRecord {
             role: self.spec.role.clone(),
             argv: self.spec.shown.clone(),
@@ -1007,6 +1051,22 @@ fn learner_processes(root: u32) -> Vec<u32> {
         .into_iter()
         .filter(|&p| is_learner(p))
         .collect()
+}
+
+/// How often a waiting grader looks at a run's process count.
+const PIDS_POLL: Duration = Duration::from_millis(20);
+
+/// The limit of the pids cgroup at `dir`, if it holds that many processes
+/// or nearly (a traced fork storm stays one or two short: a fork in flight
+/// under the tracer holds a slot without making a process).
+fn at_process_limit(dir: &std::path::Path) -> Option<u64> {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let max = read("pids.max")?;
+    (read("pids.current")? + 2 >= max).then_some(max)
 }
 
 /// Which limits a finished run ran into.

@@ -38,6 +38,8 @@ impl std::fmt::Display for Cgroups {
 pub struct Group {
     pub procs: Vec<Arc<File>>,
     pub memory_dirs: Vec<PathBuf>,
+    /// The cgroup that bounds its processes (pids.max, pids.current).
+    pub pids_dir: PathBuf,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -81,7 +83,8 @@ impl Cgroups {
                     procs: vec![Arc::new(
                         File::options().write(true).open(dir.join("cgroup.procs"))?,
                     )],
-                    memory_dirs: vec![dir],
+                    memory_dirs: vec![dir.clone()],
+                    pids_dir: dir,
                 })
             }
             Cgroups::V1 { memory, pids } => {
@@ -97,6 +100,7 @@ impl Cgroups {
                         Arc::new(File::options().write(true).open(pid.join("cgroup.procs"))?),
                     ],
                     memory_dirs: vec![mem],
+                    pids_dir: pid,
                 })
             }
         }

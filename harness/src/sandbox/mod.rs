@@ -552,6 +552,7 @@ impl Sandbox {
                 Ok(group) => {
                     confine.cgroups = group.procs;
                     spec.memory_cgroups = group.memory_dirs;
+                    spec.pids_cgroup = Some(group.pids_dir);
                 }
                 Err(_) => confine.address_space = Some(4 * memory),
             },
