@@ -69,6 +69,21 @@ fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GradeError {
     move |source| GradeError::Setup { what, source }
 }
 
+/// Why a Windows submission cannot be graded on this machine, and the fix.
+fn unsupported_error(u: &crate::target::Unsupported) -> String {
+    let files = if u.files.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", u.files)
+    };
+    format!(
+        "written against {}{files}, which this machine cannot build and run: {}; {}",
+        u.platform,
+        u.missing,
+        u.missing.fix()
+    )
+}
+
 /// Grades the submission in `dir`. An `Err` means nothing could be graded.
 pub fn grade(
     dir: &Path,
@@ -117,6 +132,21 @@ pub fn grade(
     built
         .fix_programs(&run_dir.path().join(".programs"))
         .map_err(setup("keep the built programs"))?;
+    if built.target.uses_wine() && built.grader_error.is_none() {
+        let slot = options.slot;
+        let making = move || {
+            eprintln!(
+                "labgrade: making the Wine prefix of job slot {slot} (once per machine, about 8 s)"
+            );
+        };
+        if let Err(e) = sandbox.start_wine(&area, rubric.deadline, &making) {
+            let why = format!("Windows programs cannot run under Wine here: {e}");
+            for program in built.programs.values_mut() {
+                *program = Program::Missing { why: why.clone() };
+            }
+            built.grader_error = Some(build::BuildFault::Runtime(why));
+        }
+    }
     let build_info = BuildInfo {
         method: built.method.clone(),
         programs: built
@@ -137,10 +167,7 @@ pub fn grade(
             })
             .collect::<BTreeMap<_, _>>(),
     };
-    let error = built
-        .windows_only
-        .as_ref()
-        .map(|files| format!("written against the Windows API ({files}); Windows submissions cannot be graded here yet"));
+    let error = built.unsupported.as_ref().map(unsupported_error);
 
     let mut draft = Draft {
         pending: Vec::new(),

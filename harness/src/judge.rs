@@ -109,9 +109,12 @@ fn verdict_for(
     check: &CheckConfig,
     done: &HashMap<&str, (Status, bool)>,
 ) -> Verdict {
-    if let Some(files) = &session.build().windows_only {
-        return Verdict::error(format!(
-            "this submission is written against the Windows API ({files}); it cannot be built or run here yet"
+    if let Some(u) = &session.build().unsupported {
+        return Verdict::unavailable(format!(
+            "this submission is written against {}, and {} here ({})",
+            u.platform,
+            u.missing,
+            u.missing.fix()
         ));
     }
     for need in check.needs() {

@@ -87,6 +87,21 @@ pub struct BuildConfig {
     pub libs: Vec<String>,
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+    /// What the programs are built for: the sources say (`auto`), or
+    /// the rubric does.
+    pub target: TargetChoice,
+}
+
+/// `[build] target`: which platform the programs are built for and run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetChoice {
+    /// Windows programs where the sources use the Windows API only.
+    #[default]
+    Auto,
+    Native,
+    /// Built with mingw-w64 and run under Wine.
+    Windows,
 }
 
 impl Default for BuildConfig {
@@ -99,6 +114,7 @@ impl Default for BuildConfig {
             cflags: vec!["-O2".into(), "-Wall".into()],
             libs: vec!["-lrt".into()],
             timeout: Duration::from_secs(180),
+            target: TargetChoice::Auto,
         }
     }
 }

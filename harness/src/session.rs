@@ -11,6 +11,7 @@ use crate::observe::trace::Tracer;
 use crate::rubric::{Rubric, fill};
 use crate::runner::{Limits, Spec};
 use crate::sandbox::{Area, Purpose, Sandbox};
+use crate::target::Target;
 
 /// The variable that carries the reference writer's message.
 pub const REF_MESSAGE_ENV: &str = "LABGRADE_REF_MESSAGE";
@@ -125,9 +126,29 @@ impl<'r> Session<'r> {
 
     /// This grading's regions: its mechanism, in its place.
     pub fn regions(&self) -> crate::ipc::Regions<'r> {
+        let area: &'r Area = self.area;
+        let mechanism: &'r dyn crate::ipc::Mechanism = match area.wine() {
+            Some(_) => &crate::ipc::win_section::WinSection,
+            None => area.mechanism,
+        };
         crate::ipc::Regions {
-            mechanism: self.area.mechanism,
-            place: &self.area.place,
+            mechanism,
+            place: &area.place,
+            windows: area.wine().map(|home| crate::ipc::win_section::Sections {
+                sandbox: self.sandbox,
+                area,
+                home,
+            }),
+        }
+    }
+
+    /// The name a program is given for the rubric's region `name`: on
+    /// Windows `/X` is `Local\X`.
+    pub fn platform_name(&self, name: &str) -> String {
+        if self.area.wine().is_some() && !name.is_empty() {
+            crate::ipc::win_section::windows_name(name)
+        } else {
+            name.to_string()
         }
     }
 
@@ -144,6 +165,19 @@ impl<'r> Session<'r> {
     /// Returns the trace's path too.
     pub fn prepare(&mut self, spec: Spec, label: &str, trace: bool) -> (Spec, Option<PathBuf>) {
         let reference = spec.program == self.labgrade;
+        let helper = self
+            .area
+            .wine()
+            .is_some_and(|home| spec.program == home.helper);
+        if helper {
+            // The grader's own Windows peer: as the learner's uid (the
+            // prefix is its), never traced.
+            return (
+                self.sandbox
+                    .contain_served(spec, self.area, Purpose::Helper, None),
+                None,
+            );
+        }
         let purpose = if reference {
             Purpose::Reference
         } else {
@@ -254,6 +288,12 @@ impl<'r> Session<'r> {
         let cfg = &self.rubric.programs.writer;
         match who {
             Who::Learner => self.learner_spec(&cfg.binary, &cfg.args, name, size, timeout, true),
+            Who::Reference if self.area.wine().is_some() => {
+                let mut spec = self.windows_peer("writer", name, size, timeout, true);
+                spec.env
+                    .push((REF_MESSAGE_ENV.into(), message.to_string().into()));
+                spec
+            }
             Who::Reference => {
                 // The message goes in the environment, not the command line,
                 // which every process on the machine may read.
@@ -278,6 +318,9 @@ impl<'r> Session<'r> {
             Who::Learner => {
                 self.learner_spec(&cfg.binary, &cfg.args, name, size, cfg.timeout, false)
             }
+            Who::Reference if self.area.wine().is_some() => {
+                self.windows_peer("reader", name, size, cfg.timeout, false)
+            }
             Who::Reference => self.reference_spec("reader", name, size, &[], cfg.timeout, false),
         }
     }
@@ -293,13 +336,14 @@ impl<'r> Session<'r> {
         held_stdin: bool,
     ) -> Spec {
         let message = &self.rubric.region.message;
+        let name = self.platform_name(name);
         let args: Vec<String> = templates
             .iter()
-            .map(|a| fill(a, name, size, message))
+            .map(|a| fill(a, &name, size, message))
             .collect();
         let shown = shown(binary, &args);
         let target = self.build.target;
-        let (program, args) = target.launch(self.learner_program(binary), args);
+        let program = self.learner_program(binary);
         let mut spec = self.spec(
             binary.to_string(),
             program,
@@ -309,6 +353,41 @@ impl<'r> Session<'r> {
             held_stdin,
         );
         spec.target = target;
+        self.under_wine(&mut spec);
+        spec
+    }
+
+    /// Runs `spec`'s program under this grading's Wine, if it has one.
+    fn under_wine(&self, spec: &mut Spec) {
+        if let Some(home) = self.area.wine() {
+            let (runtime, binds) = self.sandbox.wine_runtime(home);
+            spec.loader = crate::target::Windows.loader(&runtime);
+            spec.binds = binds;
+            spec.wine_view = true;
+        }
+    }
+
+    /// The grader's Windows peer playing `role` ("writer", "reader").
+    fn windows_peer(
+        &mut self,
+        role: &str,
+        name: &str,
+        size: u64,
+        timeout: Duration,
+        held_stdin: bool,
+    ) -> Spec {
+        let name = self.platform_name(name);
+        let label = format!("reference shm_{role}");
+        let shown = vec![label.clone(), name.clone(), size.to_string()];
+        let args = vec![role.to_string(), name, size.to_string()];
+        let program = self
+            .area
+            .wine()
+            .map(|home| home.helper.clone())
+            .unwrap_or_default();
+        let mut spec = self.spec(label, program, args, shown, timeout, held_stdin);
+        spec.target = &crate::target::Windows;
+        self.under_wine(&mut spec);
         spec
     }
 

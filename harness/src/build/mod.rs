@@ -47,8 +47,9 @@ pub struct BuildResult {
     pub programs: BTreeMap<String, Program>,
     /// What the programs were built for, and run as.
     pub target: &'static dyn Target,
-    /// Set when the sources target the Windows API only.
-    pub windows_only: Option<String>,
+    /// Set when the sources are for a target this machine cannot build
+    /// and run (Windows code without mingw-w64 and Wine).
+    pub unsupported: Option<crate::target::Unsupported>,
     /// Set when the build could not run at all (a missing compiler, say):
     /// the grader's problem, never the learner's.
     pub grader_error: Option<BuildFault>,
@@ -63,6 +64,9 @@ pub enum BuildFault {
     /// A Cargo hand-in, and no toolchain a build here could use.
     #[error("{0}")]
     Toolchain(ToolchainProblem),
+    /// What the built programs run under could not be set up (Wine).
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl BuildFault {
@@ -88,6 +92,10 @@ impl BuildFault {
                 "run `labgrade doctor` on the grading machine to see what is wrong".to_string()
             }
             BuildFault::Toolchain(problem) => problem.fix().to_string(),
+            BuildFault::Runtime(_) => {
+                "run `labgrade doctor` on the grading machine to see what is wrong with Wine"
+                    .to_string()
+            }
         }
     }
 }
@@ -110,7 +118,7 @@ impl BuildResult {
         std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
         for (name, program) in self.programs.iter_mut() {
             if let Program::Built(path) = program {
-                let fixed = dest.join(name);
+                let fixed = dest.join(self.target.program_file(name));
                 std::fs::copy(&*path, &fixed)?;
                 std::fs::set_permissions(&fixed, std::fs::Permissions::from_mode(0o555))?;
                 *path = fixed;
@@ -295,13 +303,13 @@ pub fn build(
         runs: Vec::new(),
         programs: BTreeMap::new(),
         target: &crate::target::Native,
-        windows_only: None,
+        unsupported: None,
         grader_error: None,
     };
-    let target = match crate::target::detect(dir) {
+    let target = match crate::target::detect(dir, rubric.build.target) {
         Ok(target) => target,
         Err(unsupported) => {
-            result.windows_only = Some(unsupported.files);
+            result.unsupported = Some(unsupported);
             result.method = "none (Windows API)".into();
             return result;
         }
@@ -345,7 +353,9 @@ pub fn build(
             }
         }
         Method::Make => {
-            if let Some(f) = steps.run("build", vec!["make".into()]) {
+            let mut make = vec!["make".to_string()];
+            make.extend(target.make_variables());
+            if let Some(f) = steps.run("build", make) {
                 failure_note = steps.failure(&f);
             }
         }
@@ -376,15 +386,18 @@ pub fn build(
             }
         },
         Method::Cmake => {
-            let configure = [
+            let mut configure = [
                 "cmake",
                 "-S",
                 ".",
                 "-B",
                 "build",
                 "-DCMAKE_BUILD_TYPE=Release",
-            ];
-            if let Some(f) = steps.run("build", configure.map(String::from).to_vec()) {
+            ]
+            .map(String::from)
+            .to_vec();
+            configure.extend(target.cmake_variables());
+            if let Some(f) = steps.run("build", configure) {
                 failure_note = steps.failure(&f);
                 let compile = ["cmake", "--build", "build"].map(String::from).to_vec();
                 if f.ending.success()
@@ -397,6 +410,7 @@ pub fn build(
         Method::Cc => {
             // The programs are independent: compiled all at once.
             let mut compiles = Vec::new();
+            let stubs = stub_headers(dir, target);
             for name in names {
                 let Some((source, cpp)) = find_source(dir, name) else {
                     result.programs.insert(
@@ -411,8 +425,18 @@ pub fn build(
                 let compiler = if cpp { cxx } else { cc };
                 let mut argv = vec![compiler.to_string()];
                 argv.extend(rubric.build.cflags.iter().cloned());
+                let bytes = std::fs::read(dir.join(&source)).unwrap_or_default();
+                argv.extend(target.compile_flags(&bytes, cpp));
+                argv.extend(stubs.iter().cloned());
                 argv.extend(["-o".to_string(), target.program_file(name), source]);
-                argv.extend(rubric.build.libs.iter().cloned());
+                argv.extend(
+                    rubric
+                        .build
+                        .libs
+                        .iter()
+                        .filter(|lib| target.links(lib))
+                        .cloned(),
+                );
                 compiles.push((name.to_string(), argv));
             }
             let roles: Vec<String> = compiles.iter().map(|(role, _)| role.clone()).collect();
@@ -622,6 +646,35 @@ fn search_dirs(rubric: &Rubric, dir: &Path) -> Vec<PathBuf> {
 }
 
 /// PROGRAM.c, .cpp or .cc, at the top or in src/.
+/// Where a Visual Studio project's precompiled headers (`stdafx.h`, `pch.h`)
+/// are included but not handed in: empty ones, in a directory of the copy
+/// the compiler is pointed at (`-I`). Returns the flag, if one was needed.
+fn stub_headers(dir: &Path, target: &dyn Target) -> Option<String> {
+    let wanted: Vec<&str> = target
+        .stub_headers()
+        .iter()
+        .copied()
+        .filter(|h| !dir.join(h).exists() && !dir.join("src").join(h).exists())
+        .filter(|h| crate::target::included(dir, h))
+        .collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    let stubs = dir.join(STUBS_DIR);
+    std::fs::create_dir_all(&stubs).ok()?;
+    for h in wanted {
+        std::fs::write(
+            stubs.join(h),
+            b"/* an empty stand-in, made by the grader */\n",
+        )
+        .ok()?;
+    }
+    Some(format!("-I{STUBS_DIR}"))
+}
+
+/// Where the stand-ins for missing precompiled headers go, in the copy.
+const STUBS_DIR: &str = ".labgrade-include";
+
 fn find_source(dir: &Path, name: &str) -> Option<(String, bool)> {
     for sub in ["", "src/"] {
         for (ext, cpp) in [("c", false), ("cpp", true), ("cc", true), ("cxx", true)] {

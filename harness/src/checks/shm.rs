@@ -188,29 +188,29 @@ fn region_problem(j: &Judging, o: &PairOutcome, seen: Option<&Seen>, timed_out: 
         Some(s) if !s.regular => Verdict::fail(format!("{name} is not a shared memory object"))
             .observed(format!("{name} is a special file, not a region"))
             .hint(format!("create it with {}", calls_of(j).open)),
-        Some(s) if s.size != size => {
+        Some(s) if !s.has_size(size) => {
             // The trace may say why the size never took: sizing a region
             // opened read-only fails with EINVAL.
             let mechanism = j.mechanism;
-            let is_region = |p: &str| mechanism.traced_region(p).as_ref() == Some(name);
+            let is_region = |p: &str| mechanism.traced_is(p, name);
             let refused = o
                 .writer_trace
                 .as_ref()
                 .and_then(|t| t.failed_on(&["ftruncate"], 0, &is_region));
             let hint = if let Some(errno) = refused {
                 format!(
-                    "{}(fd, {size}) failed with {errno}: a region opened read-only (O_RDONLY) cannot be sized; open it with O_RDWR",
-                    calls_of(j).size
+                    "{} failed with {errno}: a region opened read-only (O_RDONLY) cannot be sized; open it with O_RDWR",
+                    calls_of(j).sized(size)
                 )
             } else if s.size == 0 {
                 format!(
-                    "the region is empty: size it with {}(fd, {size}) before mmap",
-                    calls_of(j).size
+                    "the region is empty: size it with {} before mapping it",
+                    calls_of(j).sized(size)
                 )
             } else {
                 format!(
-                    "size it with {}(fd, SIZE), SIZE being {size} here (the writer's second argument)",
-                    calls_of(j).size
+                    "size it with {}, SIZE being {size} here (the writer's second argument)",
+                    calls_of(j).sized("SIZE")
                 )
             };
             Verdict::fail(format!("region {name} is {} bytes, not {size}", s.size))
@@ -233,7 +233,7 @@ fn region_problem(j: &Judging, o: &PairOutcome, seen: Option<&Seen>, timed_out: 
 /// not by every pair, whose reader may still read it.
 fn size_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
     match &o.readiness {
-        Readiness::Ready { seen: Some(s), .. } if s.size != o.plan.size => {
+        Readiness::Ready { seen: Some(s), .. } if !s.has_size(o.plan.size) => {
             Some(region_problem(j, o, Some(s), false))
         }
         _ => None,
@@ -945,9 +945,8 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
         }
     }
     let mechanism = j.mechanism;
-    let region_of = |p: &str| mechanism.traced_region(p);
-    let is_w = |p: &str| region_of(p).as_ref() == Some(&o.writer_name);
-    let is_r = |p: &str| region_of(p).as_ref() == Some(&o.reader_name);
+    let is_w = |p: &str| mechanism.traced_is(p, &o.writer_name);
+    let is_r = |p: &str| mechanism.traced_is(p, &o.reader_name);
     let wmaps = wt.mmaps(&is_w);
     let rmaps = rt.mmaps(&is_r);
     let reader_creates = rt
@@ -985,7 +984,7 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
             );
         }
     }
-    if wt.opens(&is_w).is_empty() {
+    if mechanism.opened_by_path() && wt.opens(&is_w).is_empty() {
         return fail(
             "the writer never opened the region as shared memory",
             &format!("create it with {open}; a plain file or a pipe is not shared memory"),
@@ -1015,7 +1014,7 @@ pub fn uses_mmap(j: &Judging, _: &CheckConfig, got: &Outcomes) -> Result<Verdict
             );
         }
     }
-    if rt.opens(&is_r).is_empty() {
+    if mechanism.opened_by_path() && rt.opens(&is_r).is_empty() {
         return fail(
             "the reader never opened the region as shared memory",
             &format!("open it with {}", calls_of(j).open_read_only),

@@ -33,7 +33,7 @@ fn built(rubric: &Rubric) -> BuildResult {
             .map(|n| (n.clone(), Program::Built(PathBuf::from(n))))
             .collect::<BTreeMap<_, _>>(),
         target: &crate::target::Native,
-        windows_only: None,
+        unsupported: None,
         grader_error: None,
     }
 }
@@ -282,6 +282,7 @@ fn ready_region(r: &Rubric, message: &str) -> Seen {
         head: region_bytes(message, message.len() + 1),
         regular: true,
         id: (5, 6),
+        granule: 1,
     }
 }
 
@@ -689,6 +690,7 @@ fn a_region_opened_read_only_is_told_to_open_it_read_write() {
             head: Vec::new(),
             regular: true,
             id: (5, 6),
+            granule: 1,
         }),
     };
     o.writer_trace = Some(Trace::parse(

@@ -16,7 +16,7 @@ pub struct NoWriterOutcome {
 
 /// The learner's reader, alone, with no region of its name.
 pub fn run(session: &mut Session, timeout: Duration) -> Result<NoWriterOutcome, GraderError> {
-    let name = session.rubric().reader_name().to_string();
+    let name = session.platform_name(session.rubric().reader_name());
     let _locks = lock_if_shared(session, [name.as_str()])?;
     make_absent(session, &name)?;
     let mut spec = session.reader_spec(Who::Learner, &name, session.rubric().region.size);

@@ -390,7 +390,8 @@ fn run_once(
 /// under the writer's name.
 fn names(session: &Session, plan: &PairPlan) -> (String, String) {
     if let Some(name) = &plan.name {
-        return (name.clone(), name.clone());
+        let name = session.platform_name(name);
+        return (name.clone(), name);
     }
     let rubric = session.rubric();
     let (w, r) = match (plan.writer, plan.reader) {
@@ -400,7 +401,7 @@ fn names(session: &Session, plan: &PairPlan) -> (String, String) {
         }
         (Who::Learner, Some(Who::Learner)) => (rubric.writer_name(), rubric.reader_name()),
     };
-    (w.to_string(), r.to_string())
+    (session.platform_name(w), session.platform_name(r))
 }
 
 /// How this pair's writer is released and says it is ready.

@@ -10,6 +10,7 @@
 
 pub mod posix_shm;
 pub mod sysv;
+pub mod win_section;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,9 +41,18 @@ pub struct Seen {
     pub regular: bool,
     /// Which object it is (device, inode): what the watch's evidence names.
     pub id: (u64, u64),
+    /// The unit its size is shown in: 1, or a page where the system rounds
+    /// a region's size up to whole pages (Windows, as VirtualQuery shows).
+    pub granule: u64,
 }
 
 impl Seen {
+    /// Whether it is `want` bytes, as exactly as its system can show.
+    pub fn has_size(&self, want: u64) -> bool {
+        self.size == want
+            || (self.granule > 1 && self.size == want.div_ceil(self.granule) * self.granule)
+    }
+
     /// Whether it is a region starting with `message` and a NUL, whatever
     /// its size: a wrong size is its own fault, judged on its own.
     pub fn holds(&self, message: &str) -> bool {
@@ -101,10 +111,25 @@ pub struct Calls {
     pub open: &'static str,
     /// How a region gets its size.
     pub size: &'static str,
+    /// Whether that call takes a descriptor and the size (POSIX), or the
+    /// size is given when the region is made (Windows).
+    pub sized_on_fd: bool,
     /// How its name is removed.
     pub remove: &'static str,
     /// The open flag that creates a region.
     pub create_flag: &'static str,
+}
+
+impl Calls {
+    /// How a region is given `size` bytes (a number, or a word standing
+    /// for one), in words for a hint.
+    pub fn sized(&self, size: impl std::fmt::Display) -> String {
+        if self.sized_on_fd {
+            format!("{}(fd, {size})", self.size)
+        } else {
+            format!("{} with a size of {size}", self.size)
+        }
+    }
 }
 
 /// One IPC mechanism.
@@ -134,6 +159,15 @@ pub trait Mechanism: Sync {
     /// The region name a path in a program's trace refers to, if it is one
     /// of this mechanism's regions (as the program saw it, in its sandbox).
     fn traced_region(&self, path: &str) -> Option<String>;
+    /// Whether a path in a program's trace is the region `name`.
+    fn traced_is(&self, path: &str, name: &str) -> bool {
+        self.traced_region(path).as_deref() == Some(name)
+    }
+    /// Whether a program opens a region by a path a trace shows (POSIX);
+    /// a Windows section's file is opened by Wine's server and handed over.
+    fn opened_by_path(&self) -> bool {
+        true
+    }
     /// Whether a traced open of a region with these flags could create it.
     fn creates(&self, open_flags: &str) -> bool;
     /// Gives the region `name` in the system place to `uid`:`gid` (the
@@ -143,25 +177,42 @@ pub trait Mechanism: Sync {
     fn calls(&self) -> &'static Calls;
 }
 
-/// A mechanism bound to one grading's place: what experiments use.
+/// A mechanism bound to one grading's place: what experiments use. For
+/// Windows programs, the grading's named sections instead, seen through
+/// Wine (`windows`).
 #[derive(Clone, Copy)]
 pub struct Regions<'a> {
     pub mechanism: &'a dyn Mechanism,
     pub place: &'a Place,
+    pub windows: Option<win_section::Sections<'a>>,
 }
 
 impl Regions<'_> {
     pub fn peek(&self, name: &str, head: usize) -> Option<Seen> {
-        self.mechanism.peek(self.place, name, head).ok().flatten()
+        match &self.windows {
+            Some(sections) => sections.peek(name, head),
+            None => self.mechanism.peek(self.place, name, head).ok().flatten(),
+        }
     }
+    /// A section lives as long as a handle to it, and every run's
+    /// processes end with it: there is nothing to remove.
     pub fn make_absent(&self, name: &str) -> io::Result<()> {
-        self.mechanism.make_absent(self.place, name)
+        match &self.windows {
+            Some(_) => Ok(()),
+            None => self.mechanism.make_absent(self.place, name),
+        }
     }
     pub fn entries(&self) -> Vec<Entry> {
-        self.mechanism.entries(self.place)
+        match &self.windows {
+            Some(_) => Vec::new(),
+            None => self.mechanism.entries(self.place),
+        }
     }
     pub fn capacity(&self) -> io::Result<(u64, u64)> {
-        self.mechanism.capacity(self.place)
+        match &self.windows {
+            Some(_) => Err(io::Error::other("sections live in Wine's server")),
+            None => self.mechanism.capacity(self.place),
+        }
     }
     /// Clears what learner code left in the grading's IPC namespace: the
     /// mechanism's place, and System V objects where the namespace is the

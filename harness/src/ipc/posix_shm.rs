@@ -30,6 +30,7 @@ static CALLS: Calls = Calls {
     open_read_only: "shm_open(name, O_RDONLY, 0)",
     open: "shm_open",
     size: "ftruncate",
+    sized_on_fd: true,
     remove: "shm_unlink",
     create_flag: "O_CREAT",
 };
@@ -94,6 +95,7 @@ impl Mechanism for PosixShm {
             head,
             regular,
             id: (meta.dev(), meta.ino()),
+            granule: 1,
         }))
     }
 

@@ -152,7 +152,10 @@ impl Call {
     pub fn fd_path(&self, i: usize) -> Option<&str> {
         let arg = self.args.get(i)?;
         let start = arg.find('<')?;
-        arg[start + 1..].strip_suffix('>')
+        // strace puts "(deleted)" after the path of a removed file.
+        let rest = &arg[start + 1..];
+        let rest = rest.strip_suffix("(deleted)").unwrap_or(rest);
+        rest.strip_suffix('>')
     }
 
     /// The string argument `i` without its quotes.

@@ -245,6 +245,31 @@ fn waitid_nowait(
     }
 }
 
+/// Kills every process in the cgroup `dir` (its `cgroup.procs`) until it
+/// is empty, or a bound is reached. Returns how many were there first,
+/// other than `init` (the run's sandbox init).
+pub fn sweep_cgroup(dir: &std::path::Path, init: u32) -> u32 {
+    let members = || -> Vec<u32> {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let first: Vec<u32> = members().into_iter().filter(|&p| p != init).collect();
+    for _ in 0..100 {
+        let now = members();
+        if now.is_empty() {
+            break;
+        }
+        for pid in now {
+            if let Some(pid) = self::pid(pid) {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    first.len() as u32
+}
+
 /// Sends `signal` to every process in the group `pgid`.
 pub fn signal_group(pgid: u32, signal: i32) {
     if let (Some(pid), Some(sig)) = (pid(pgid), Signal::from_named_raw(signal)) {

@@ -131,6 +131,19 @@ pub struct Spec {
     /// Who starts it, when not the grader itself as its child: a sandbox
     /// that starts its programs on request (`sandbox::serve`).
     pub launcher: Option<Arc<dyn Launcher>>,
+    /// The command the program runs under, the program's path (as its
+    /// sandbox sees it) after it: Wine's loader for a Windows program.
+    pub loader: Vec<String>,
+    /// Host directories its sandbox binds read-write, and where (a Windows
+    /// program's prefix and server directory).
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    /// A Windows program: its working directory and program are where
+    /// Wine's server sees them (`sandbox::serve::WINE_RUN`), since the
+    /// server opens files for it by their paths.
+    pub wine_view: bool,
+    /// Run a learner's program without the init's seccomp watch of its
+    /// reads and writes (Wine's loader and server protocol break under it).
+    pub unwatched: bool,
 }
 
 /// Starts a process on the grader's behalf, somewhere the grader cannot
@@ -175,6 +188,10 @@ impl Spec {
             storage: None,
             target: &crate::target::Native,
             launcher: None,
+            loader: Vec::new(),
+            binds: Vec::new(),
+            unwatched: false,
+            wine_view: false,
         }
     }
 
@@ -877,9 +894,17 @@ impl Running {
                 (learner_left(&left) == 0).then_some(())
             });
         }
-        let learner_left = learner_left(&left);
+        let mut learner_left = learner_left(&left);
         if !left.is_empty() {
             os::signal_group(self.pid, SIGKILL);
+        }
+        // A run without a PID namespace of its own (a Windows program, in
+        // Wine's) is swept by its cgroup, which nothing in it can leave.
+        if !self.spec.confine.own_pid_namespace
+            && self.spec.wine_view
+            && let Some(dir) = &self.spec.pids_cgroup
+        {
+            learner_left = learner_left.max(os::sweep_cgroup(dir, self.pid));
         }
         // Orphans that escaped the group (setsid, double fork) were
         // re-parented to the grader: kill and reap them.

@@ -105,6 +105,10 @@ pub enum Purpose {
     /// the learner's uid, and given the grading's token that `labgrade ref`
     /// requires, which learner code never sees.
     Reference,
+    /// The grader's own program that must run as the learner's uid: Wine's
+    /// server and the Windows-side probe and peers (a prefix and its
+    /// server are one user's). Not watched, never traced.
+    Helper,
 }
 
 /// The variables that carry the reference token to a reference peer.
@@ -127,6 +131,8 @@ pub struct Sandbox {
     /// The Rust toolchain's sysroot, bound read-only into builds: asked of
     /// rustc only when a build needs it (a C hand-in never does).
     toolchain: std::sync::OnceLock<Option<PathBuf>>,
+    /// The job slot this grading runs in (its uid, its Wine prefix).
+    slot: u32,
     /// The running grader.
     labgrade: PathBuf,
     /// What sandboxes run as their init and as reference peers: as root, a
@@ -173,12 +179,19 @@ pub struct Area {
     /// The sandbox that starts this grading's untraced runs, once one was
     /// asked for (None: it could not start; each run gets its own).
     server: std::sync::OnceLock<Option<Arc<serve::Server>>>,
+    /// This grading's Wine, for Windows programs ([`Sandbox::start_wine`]).
+    wine: std::sync::OnceLock<crate::target::wine::Home>,
 }
 
 impl Area {
     /// The environment a reference peer needs besides its file: the token.
     pub fn reference_env(&self) -> (std::ffi::OsString, std::ffi::OsString) {
         (REF_TOKEN_ENV.into(), self.ref_token.clone().into())
+    }
+
+    /// This grading's Wine, once started.
+    pub fn wine(&self) -> Option<&crate::target::wine::Home> {
+        self.wine.get()
     }
 }
 
@@ -195,6 +208,8 @@ enum ShmCleanup {
 
 impl Drop for Area {
     fn drop(&mut self) {
+        // Wine's server and services, then the prefix's overlay.
+        drop(self.wine.take());
         // The server first: nothing of it may hold the mounts below.
         if let Some(Some(server)) = self.server.take() {
             crate::runner::disown(server.pid());
@@ -279,6 +294,7 @@ impl Sandbox {
             uid,
             cgroups,
             toolchain: std::sync::OnceLock::new(),
+            slot,
             labgrade,
             init,
         };
@@ -470,6 +486,7 @@ impl Sandbox {
                     cleanup_shm,
                     storage,
                     server: Default::default(),
+                    wine: Default::default(),
                 }
             }
             Level::Uid | Level::Minimal => {
@@ -487,6 +504,7 @@ impl Sandbox {
                     cleanup_shm: ShmCleanup::Nothing,
                     storage,
                     server: Default::default(),
+                    wine: Default::default(),
                 }
             }
         };
@@ -545,7 +563,7 @@ impl Sandbox {
         let mut confine = Confinement::default();
         let memory = match purpose {
             Purpose::Build => BUDGET.build_memory_bytes,
-            Purpose::Run | Purpose::Reference => BUDGET.memory_bytes,
+            Purpose::Run | Purpose::Reference | Purpose::Helper => BUDGET.memory_bytes,
         };
         match &self.cgroups {
             Some(cg) => match cg.create(memory, BUDGET.processes) {
@@ -586,15 +604,17 @@ impl Sandbox {
                 // The init stays the grader's and runs the program as its
                 // child, as the learner uid; a tracer around it stays
                 // privileged too.
-                let mut args = self.init_args(purpose, false, confine.cgroups.len());
+                let mut args =
+                    self.init_args(purpose, false, confine.cgroups.len(), spec.unwatched);
+                args.append(&mut spec.loader);
                 args.push(spec.program.display().to_string());
                 args.append(&mut spec.args);
                 spec.program = self.labgrade.clone();
                 spec.args = args;
             }
             Level::Full => {
+                confine.own_pid_namespace = !spec.wine_view;
                 spec = self.bwrapped(spec, area, purpose, confine.cgroups.len());
-                confine.own_pid_namespace = true;
             }
         }
         confine.cgroups_via_init = true;
@@ -605,6 +625,11 @@ impl Sandbox {
     fn bwrapped(&self, mut spec: Spec, area: &Area, purpose: Purpose, cgroups: usize) -> Spec {
         let bwrap = self.bwrap.clone().expect("the full level has bwrap");
         let mut a = self.bwrap_base();
+        if spec.wine_view {
+            // One PID namespace for Wine's server and its programs (see
+            // serve::start): the machine's, here.
+            a.retain(|arg| arg != "--unshare-pid");
+        }
         a.extend(shares_args(area));
         let mut arg = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         // Its /tmp: a directory of the run's bounded storage where there is
@@ -626,7 +651,14 @@ impl Sandbox {
         let init = inside("init");
         arg(&["--ro-bind", &self.init.display().to_string(), &init]);
         let work = spec.dir.display().to_string();
-        let cwd = inside("work");
+        let in_run = |path: &Path| {
+            path.strip_prefix(&area.dir)
+                .ok()
+                .map(|rel| Path::new(serve::WINE_RUN).join(rel).display().to_string())
+        };
+        // A Windows program where Wine's server sees it (serve::WINE_RUN).
+        let wine_view = |path: &Path| in_run(path).filter(|_| spec.wine_view);
+        let cwd = wine_view(&spec.dir).unwrap_or_else(|| inside("work"));
         arg(&["--bind", &work, &cwd, "--chdir", &cwd]);
         if purpose == Purpose::Reference {
             let token = inside("ref-token");
@@ -641,9 +673,16 @@ impl Sandbox {
         // The program itself: a file of the submission's (bound read-only),
         // labgrade (for the reference peers), or a system command.
         let placed = self.placed(&spec.program);
-        let program = placed.inside(&spec.program);
+        let program = wine_view(&spec.program).unwrap_or_else(|| placed.inside(&spec.program));
         if let Placed::Bound(_) = placed {
             arg(&["--ro-bind", &spec.program.display().to_string(), &program]);
+        }
+        for (host, dest) in &spec.binds {
+            arg(&[
+                "--bind",
+                &host.display().to_string(),
+                &dest.display().to_string(),
+            ]);
         }
 
         let mut bin = None;
@@ -664,7 +703,8 @@ impl Sandbox {
         // reference peer as the grader), then counts and kills what it
         // left behind in the sandbox.
         arg(&["--", &init]);
-        a.extend(self.init_args(purpose, true, cgroups));
+        a.extend(self.init_args(purpose, !spec.wine_view, cgroups, spec.unwatched));
+        a.append(&mut spec.loader);
         a.push(program);
         a.append(&mut spec.args);
         spec.program = bwrap;
@@ -785,7 +825,18 @@ impl Sandbox {
                 format!("{SANDBOX_ROOT}/ref-token").into(),
             ));
         }
-        let mut argv: Vec<OsString> = vec![placed.inside(&spec.program).into()];
+        let mut binds = Vec::new();
+        for (host, dest) in &spec.binds {
+            match rel(host) {
+                Some(source) => binds.push((source, dest.clone())),
+                None => return self.contain(spec, area, purpose),
+            }
+        }
+        let mut argv: Vec<OsString> = spec.loader.iter().map(OsString::from).collect();
+        match (&program, spec.wine_view) {
+            (Some((source, _)), true) => argv.push(Path::new(serve::WINE_RUN).join(source).into()),
+            _ => argv.push(placed.inside(&spec.program).into()),
+        }
         argv.extend(spec.args.iter().map(OsString::from));
         let request = serve::Request {
             argv,
@@ -802,14 +853,91 @@ impl Sandbox {
                 .uid
                 .filter(|_| !reference)
                 .map(|(uid, gid)| format!("{uid}:{gid}")),
-            watch: purpose == Purpose::Run,
+            watch: purpose == Purpose::Run && !spec.unwatched,
             trace,
+            binds,
+            wine_view: spec.wine_view,
         };
-        confine.own_pid_namespace = true;
+        confine.own_pid_namespace = !spec.wine_view;
         confine.cgroups_via_init = true;
         spec.confine = confine;
         spec.launcher = Some(Arc::new(serve::Served { server, request }));
         spec
+    }
+
+    /// Starts this grading's Wine in `area`, before any of its programs
+    /// run: the slot's prefix (made first if this machine has none yet,
+    /// `making` told), as root an overlay of it whose changes go with the
+    /// grading, and Wine's server and services in a run of their own, as
+    /// the learner's uid, for the grading's whole life.
+    pub fn start_wine<'a>(
+        &self,
+        area: &'a Area,
+        timeout: std::time::Duration,
+        making: &dyn Fn(),
+    ) -> std::io::Result<&'a crate::target::wine::Home> {
+        use crate::target::wine;
+        if let Some(home) = area.wine.get() {
+            return Ok(home);
+        }
+        let overlay = self.root && area.storage.is_some();
+        let home = wine::Home::new(&area.dir, self.slot, self.uid, overlay, making)?;
+        let home = area.wine.get_or_init(|| home);
+        let found = wine::find().map_err(std::io::Error::other)?;
+        let (runtime, binds) = self.wine_runtime(home);
+        let dir = area.dir.join(".wine-server");
+        std::fs::create_dir_all(&dir)?;
+        let mut argv = crate::target::windows::loader_env(&runtime);
+        argv.extend(wine::server_script(&found));
+        let mut spec = Spec::command(
+            "Wine's server",
+            argv,
+            &dir,
+            crate::runner::clean_env(&dir),
+            timeout,
+            crate::runner::Limits {
+                cpu_secs: timeout.as_secs().max(1),
+                file_bytes: 1 << 30,
+                open_files: 1024,
+            },
+        );
+        spec.binds = binds;
+        // The server opens files for its programs by their paths: it sees
+        // the whole run where each program sees its own part of it.
+        if self.level == Level::Full {
+            spec.binds
+                .push((area.dir.clone(), PathBuf::from(serve::WINE_RUN)));
+        }
+        spec.wine_view = true;
+        let spec = self.contain_served(spec, area, Purpose::Helper, None);
+        home.start_server(spec)?;
+        Ok(home)
+    }
+
+    /// Where a Windows program sees the grading's Wine, and what its
+    /// sandbox binds for it (nothing where there is no sandbox to bind in:
+    /// it sees the host's paths).
+    pub fn wine_runtime(
+        &self,
+        home: &crate::target::wine::Home,
+    ) -> (crate::target::Runtime, Vec<(PathBuf, PathBuf)>) {
+        if self.level != Level::Full {
+            let runtime = crate::target::Runtime {
+                prefix: home.prefix.clone(),
+                tmp: home.tmp.clone(),
+            };
+            return (runtime, Vec::new());
+        }
+        let inside = Path::new(crate::target::windows::INSIDE);
+        let runtime = crate::target::Runtime {
+            prefix: inside.join("prefix"),
+            tmp: inside.join("tmp"),
+        };
+        let binds = vec![
+            (home.prefix.clone(), runtime.prefix.clone()),
+            (home.tmp.clone(), runtime.tmp.clone()),
+        ];
+        (runtime, binds)
     }
 
     /// This grading's sandbox server, started on first use.
@@ -849,7 +977,13 @@ impl Sandbox {
     /// `sandbox-init` and its options, up to and including `--`: as the
     /// learner's uid unless a reference peer; a learner's program watched;
     /// with `sweep`, inside a PID namespace of its own.
-    fn init_args(&self, purpose: Purpose, sweep: bool, cgroups: usize) -> Vec<String> {
+    fn init_args(
+        &self,
+        purpose: Purpose,
+        sweep: bool,
+        cgroups: usize,
+        unwatched: bool,
+    ) -> Vec<String> {
         let mut args = vec!["sandbox-init".to_string(), "--status-fd".into(), "3".into()];
         // The learner's cgroups, handed over as fds 4, 5... (runner::unix).
         for i in 0..cgroups {
@@ -858,7 +992,7 @@ impl Sandbox {
         if sweep {
             args.push("--sweep".into());
         }
-        if purpose == Purpose::Run {
+        if purpose == Purpose::Run && !unwatched {
             args.push("--watch".into());
         }
         if let Some((uid, gid)) = self.uid
@@ -974,7 +1108,7 @@ fn remove_owned_by(dir: &Path, uid: u32) {
     crate::observe::remove_entries(dir, |meta| meta.uid() == uid);
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

@@ -77,7 +77,18 @@ pub struct Request {
     /// Traced: a file of the run (made by the grader, root's alone) bound
     /// at /sandbox/trace for the tracer to write, and the tracer.
     pub trace: Option<(PathBuf, init::InsideTrace)>,
+    /// Directories of the run bound read-write under /sandbox (with what is
+    /// mounted in them): a Windows program's prefix and server directory.
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    /// A Windows program: its working directory and program are bound
+    /// where Wine's server sees them, under [`WINE_RUN`] (the server opens
+    /// files for its programs, by their paths), not at /sandbox/work.
+    pub wine_view: bool,
 }
+
+/// Where Wine's server sees the run, and each Windows program its own
+/// working directory and program (at the same paths).
+pub const WINE_RUN: &str = "/sandbox/run";
 
 /// Where a traced run's tracer writes, inside its sandbox.
 pub const TRACE: &str = "/sandbox/trace";
@@ -279,7 +290,18 @@ fn start(request: &Request, fds: Vec<OwnedFd>) -> std::io::Result<OwnedFd> {
             "a request needs stdin, stdout, stderr and a status pipe",
         ));
     }
-    let flags = libc::CLONE_NEWPID
+    // A Windows program stays in the server's PID namespace, with Wine's
+    // server and every other Windows program of the grading: Wine's server
+    // knows its programs by the pids they see themselves under (a new
+    // program whose parent's pid is another program's is taken for that
+    // program's child, and writes to its stdout). The grader sweeps such a
+    // run's processes by its cgroup instead.
+    let own_pids = if request.wine_view {
+        0
+    } else {
+        libc::CLONE_NEWPID
+    };
+    let flags = own_pids
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
@@ -362,7 +384,7 @@ fn child(request: &Request, fds: Vec<OwnedFd>) -> i32 {
     let opts = InitOptions {
         uid: request.uid.as_deref(),
         status_fd: Some(3),
-        sweep: true,
+        sweep: !request.wine_view,
         watch: request.watch,
         cgroup_fds: (4..4 + cgroups as i32).collect(),
         env: Some(request.env.clone()),
@@ -430,7 +452,13 @@ fn view(request: &Request) -> std::io::Result<()> {
     for dir in ["/sandbox/work", "/sandbox/prog"] {
         std::fs::create_dir(dir)?;
     }
-    mount_bind(run(&request.work), "/sandbox/work")?;
+    let work = if request.wine_view {
+        PathBuf::from(WINE_RUN).join(&request.work)
+    } else {
+        PathBuf::from("/sandbox/work")
+    };
+    std::fs::create_dir_all(&work)?;
+    mount_bind(run(&request.work), &work)?;
     match &request.tmp {
         Ok(dir) => mount_bind(run(dir), "/tmp")?,
         Err(bytes) => {
@@ -440,13 +468,21 @@ fn view(request: &Request) -> std::io::Result<()> {
         }
     }
     let read_only = |source: PathBuf, dest: &str| -> std::io::Result<()> {
+        if let Some(parent) = std::path::Path::new(dest).parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         std::fs::File::create(dest)?;
         mount_bind(source, dest)?;
         mount_remount(dest, MountFlags::BIND | MountFlags::RDONLY | quiet, c"")?;
         Ok(())
     };
     if let Some((source, name)) = &request.program {
-        read_only(run(source), &format!("/sandbox/prog/{name}"))?;
+        let dest = if request.wine_view {
+            PathBuf::from(WINE_RUN).join(source).display().to_string()
+        } else {
+            format!("/sandbox/prog/{name}")
+        };
+        read_only(run(source), &dest)?;
     }
     if let Some(token) = &request.ref_token {
         read_only(run(token), "/sandbox/ref-token")?;
@@ -460,9 +496,16 @@ fn view(request: &Request) -> std::io::Result<()> {
         std::fs::File::create(TRACE)?;
         mount_bind(run(file), TRACE)?;
     }
+    for (source, dest) in &request.binds {
+        if !dest.starts_with("/sandbox") {
+            return Err(std::io::Error::other("a bind outside /sandbox"));
+        }
+        std::fs::create_dir_all(dest)?;
+        rustix::mount::mount_bind_recursive(run(source), dest)?;
+    }
     mount_remount("/sandbox", MountFlags::RDONLY | quiet, c"mode=0755,size=1m")?;
     unmount(RUN, UnmountFlags::DETACH)?;
     unmount(INIT, UnmountFlags::DETACH)?;
-    rustix::process::chdir("/sandbox/work")?;
+    rustix::process::chdir(&work)?;
     Ok(())
 }

@@ -1,15 +1,19 @@
 //! Target platforms: what a submission's programs are built for and run
-//! as. One module per target behind [`Target`]; programs built for this
-//! machine ([`native`]) are the one there is today. A submission's sources
-//! say which target it is for ([`detect`]).
+//! as. One module per target behind [`Target`]: programs built for this
+//! machine ([`native`]), and Windows programs built with mingw-w64 and run
+//! under Wine ([`windows`], [`wine`]). A submission's sources say which
+//! target it is for ([`detect`]), unless the rubric does.
 
 pub mod native;
+pub mod windows;
+pub mod wine;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use native::Native;
+pub use windows::Windows;
 
-use crate::rubric::BuildConfig;
+use crate::rubric::{BuildConfig, TargetChoice};
 use crate::runner::Ending;
 
 /// Where the evidence of a program's system calls comes from.
@@ -27,9 +31,35 @@ pub trait Target: Sync {
     fn program_file(&self, name: &str) -> String;
     /// The C and C++ compilers a plain build runs, given the rubric's.
     fn compilers<'r>(&self, build: &'r BuildConfig) -> (&'r str, &'r str);
-    /// The command that starts the built `program` with `args` inside the
-    /// sandbox (a Windows program runs under its loader).
-    fn launch(&self, program: PathBuf, args: Vec<String>) -> (PathBuf, Vec<String>);
+    /// Flags a plain build adds for one source (its bytes): what the
+    /// platform's compilers need that the rubric's flags cannot know.
+    fn compile_flags(&self, _source: &[u8], _cpp: bool) -> Vec<String> {
+        Vec::new()
+    }
+    /// Whether a plain build passes the rubric's library flag `lib` (mingw
+    /// has no `-lrt`: Windows needs no POSIX realtime library).
+    fn links(&self, _lib: &str) -> bool {
+        true
+    }
+    /// Headers a plain build may stand in for with empty files when they
+    /// are included but not handed in.
+    fn stub_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Variables given to `make` on its command line (the compilers).
+    fn make_variables(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Variables given to CMake when it configures (a toolchain).
+    fn cmake_variables(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The command a built program runs under, its path after it (a
+    /// Windows program under Wine's loader): empty to run it as it is.
+    /// `runtime`: where the program sees the target's machinery.
+    fn loader(&self, _runtime: &Runtime) -> Vec<String> {
+        Vec::new()
+    }
     /// What a program's ending means on this target, from how the process
     /// ended here (a Windows exit code is an NTSTATUS cut to 8 bits).
     fn read_ending(&self, ending: Ending) -> Ending;
@@ -38,6 +68,10 @@ pub trait Target: Sync {
     fn infrastructure(&self) -> &'static [&'static str];
     /// Where the evidence of its programs' calls comes from.
     fn evidence(&self) -> Evidence;
+    /// Whether its programs run under the grading's Wine.
+    fn uses_wine(&self) -> bool {
+        false
+    }
 }
 
 impl std::fmt::Debug for dyn Target {
@@ -46,28 +80,49 @@ impl std::fmt::Debug for dyn Target {
     }
 }
 
-/// Sources written for a platform no target here can build and run.
+/// Where a program sees its target's machinery in its sandbox: a Windows
+/// program's prefix and the directory of Wine's server.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub prefix: std::path::PathBuf,
+    pub tmp: std::path::PathBuf,
+}
+
+/// Sources written for a target this machine lacks the tools for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported {
     /// The platform, in words: "the Windows API".
     pub platform: &'static str,
-    /// The files that say so, for the report.
+    /// The files that say so, for the report (empty when the rubric did).
     pub files: String,
+    /// What is missing here.
+    pub missing: wine::Missing,
 }
 
 /// Every target there is, for what is asked of all of them.
 pub fn all() -> &'static [&'static dyn Target] {
-    &[&Native]
+    &[&Native, &Windows]
 }
 
-/// The target the sources in `dir` are written for.
-pub fn detect(dir: &Path) -> Result<&'static dyn Target, Unsupported> {
-    match windows_only(dir) {
-        Some(files) => Err(Unsupported {
+/// The target the sources in `dir` are written for, or the rubric's
+/// choice: sources that include windows.h and never sys/mman.h are
+/// Windows programs (portable sources with both are built natively).
+pub fn detect(dir: &Path, choice: TargetChoice) -> Result<&'static dyn Target, Unsupported> {
+    let files = match choice {
+        TargetChoice::Native => return Ok(&Native),
+        TargetChoice::Windows => windows_only(dir).unwrap_or_default(),
+        TargetChoice::Auto => match windows_only(dir) {
+            Some(files) => files,
+            None => return Ok(&Native),
+        },
+    };
+    match wine::find() {
+        Ok(_) => Ok(&Windows),
+        Err(missing) => Err(Unsupported {
             platform: "the Windows API",
             files,
+            missing,
         }),
-        None => Ok(&Native),
     }
 }
 
@@ -76,6 +131,16 @@ pub fn infrastructure() -> impl Iterator<Item = &'static str> {
     all()
         .iter()
         .flat_map(|t| t.infrastructure().iter().copied())
+}
+
+/// Whether any source in `dir` includes `header` ("stdafx.h").
+pub fn included(dir: &Path, header: &str) -> bool {
+    let needle = format!("\"{}\"", header.to_ascii_lowercase());
+    let mut found = false;
+    visit_sources(dir, dir, &mut |_, bytes| {
+        found |= memchr::memmem::find(&bytes.to_ascii_lowercase(), needle.as_bytes()).is_some();
+    });
+    found
 }
 
 /// C or C++ sources written for Windows only: they include windows.h and
@@ -143,9 +208,16 @@ mod tests {
             b"/* cr\xe9\xe9 par moi */\n#include <Windows.h>\nint main(void) { return 0; }\n",
         )
         .unwrap();
-        let found = detect(dir.path()).unwrap_err();
-        assert_eq!(found.files, "shm_writer.c");
+        assert_eq!(windows_only(dir.path()).as_deref(), Some("shm_writer.c"));
         std::fs::write(dir.path().join("mapfile.c"), b"#include <sys/mman.h>\n").unwrap();
-        assert!(detect(dir.path()).is_ok(), "POSIX code beside it: native");
+        assert_eq!(
+            windows_only(dir.path()),
+            None,
+            "POSIX code beside it: native"
+        );
+        assert_eq!(
+            detect(dir.path(), TargetChoice::Auto).unwrap().id(),
+            "native"
+        );
     }
 }

@@ -1,8 +1,6 @@
 //! Programs built for this machine, run as they are: what C, C++ and Rust
 //! hand-ins written for POSIX become.
 
-use std::path::PathBuf;
-
 use super::{Evidence, Target};
 use crate::rubric::BuildConfig;
 use crate::runner::Ending;
@@ -20,10 +18,6 @@ impl Target for Native {
 
     fn compilers<'r>(&self, build: &'r BuildConfig) -> (&'r str, &'r str) {
         (&build.cc, &build.cxx)
-    }
-
-    fn launch(&self, program: PathBuf, args: Vec<String>) -> (PathBuf, Vec<String>) {
-        (program, args)
     }
 
     fn read_ending(&self, ending: Ending) -> Ending {

@@ -1,0 +1,218 @@
+//! Windows named sections (CreateFileMapping with a name), as Wine keeps
+//! them: inside the grading's wineserver, where no Linux path shows them.
+//! The grader looks with its Windows-side probe, run in the same prefix
+//! (`labgrade-win probe NAME HEAD`: OpenFileMapping and MapViewOfFile,
+//! read-only); a section lives exactly as long as a handle to it, so there
+//! is nothing to remove between experiments but processes, which every
+//! run's end takes.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Calls, Entry, Mechanism, NameError, Place, Seen, Share};
+use crate::runner::{self, Limits, Spec};
+use crate::sandbox::{Area, Purpose, Sandbox};
+use crate::target::wine::Home;
+
+/// How long one look may take (a warm wineserver starts a program in
+/// 30-80 ms).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The name a rubric's POSIX-style name has on Windows: `/X` is
+/// `Local\X` (the handout's `Local\MySharedMemory`); a name without the
+/// slash is the rubric's Windows name already.
+pub fn windows_name(name: &str) -> String {
+    match name.strip_prefix('/') {
+        Some(rest) => format!("Local\\{rest}"),
+        None => name.to_string(),
+    }
+}
+
+/// Named sections as a mechanism: what the judgments ask of one (its
+/// calls, how its regions show in a trace). Where they live is Wine's
+/// server's: [`Sections`] looks there.
+pub struct WinSection;
+
+static CALLS: Calls = Calls {
+    create: "CreateFileMapping(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, 0, SIZE, NAME)",
+    open_read_only: "OpenFileMapping(FILE_MAP_READ, FALSE, NAME)",
+    open: "OpenFileMapping",
+    size: "CreateFileMapping",
+    sized_on_fd: false,
+    remove: "UnmapViewOfFile and CloseHandle (a section goes with its last handle)",
+    create_flag: "CreateFileMapping",
+};
+
+impl Mechanism for WinSection {
+    fn id(&self) -> &'static str {
+        "windows_section"
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), NameError> {
+        let plain = windows_name(name);
+        let rest = plain
+            .strip_prefix("Local\\")
+            .or_else(|| plain.strip_prefix("Global\\"))
+            .unwrap_or(&plain);
+        if rest.is_empty() || rest.contains('\\') || plain.len() > 260 {
+            return Err(NameError {
+                name: name.to_string(),
+                rule: "a section name is Local\\NAME (or /NAME), NAME without a backslash".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn system_dir(&self) -> &'static Path {
+        Path::new("/nonexistent/wine-sections")
+    }
+
+    fn shares(&self, _place: &Place) -> Vec<Share> {
+        Vec::new()
+    }
+
+    fn peek(&self, _place: &Place, _name: &str, _head: usize) -> io::Result<Option<Seen>> {
+        Ok(None)
+    }
+
+    fn make_absent(&self, _place: &Place, _name: &str) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn entries(&self, _place: &Place) -> Vec<Entry> {
+        Vec::new()
+    }
+
+    fn clear(&self, _place: &Place) {}
+
+    fn capacity(&self, _place: &Place) -> io::Result<(u64, u64)> {
+        Err(io::Error::other("sections live in Wine's server"))
+    }
+
+    /// A section's memory is a file of Wine's server (`tmpmap-*` in its
+    /// directory), whatever the section is named: a trace cannot tell one
+    /// section from another.
+    fn traced_region(&self, path: &str) -> Option<String> {
+        section_file(path).then(|| "a section".to_string())
+    }
+
+    fn traced_is(&self, path: &str, _name: &str) -> bool {
+        section_file(path)
+    }
+
+    fn opened_by_path(&self) -> bool {
+        false
+    }
+
+    fn creates(&self, _open_flags: &str) -> bool {
+        false
+    }
+
+    fn give(&self, _name: &str, _uid: u32, _gid: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn calls(&self) -> &'static Calls {
+        &CALLS
+    }
+}
+
+/// Whether a traced path is the memory of a section: a file Wine's server
+/// made for it in its directory (`.../wine-XXXXXX/server-D-I/tmpmap-N`).
+fn section_file(path: &str) -> bool {
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let mut parts = path.rsplit('/');
+    let (Some(file), Some(server), Some(dir)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    file.starts_with("tmpmap-") && server.starts_with("server-") && dir.starts_with("wine-")
+}
+
+/// A grading's sections, seen through its probe.
+#[derive(Clone, Copy)]
+pub struct Sections<'a> {
+    pub sandbox: &'a Sandbox,
+    pub area: &'a Area,
+    pub home: &'a Home,
+}
+
+impl Sections<'_> {
+    /// The section `name` (a rubric name), if one opens: its size as
+    /// Windows shows it (rounded up to pages) and its first `head` bytes.
+    pub fn peek(&self, name: &str, head: usize) -> Option<Seen> {
+        let out = self.probe(&windows_name(name), head).ok()?;
+        let (size, head) = crate::target::wine::parse_probe(&out).ok()??;
+        Some(Seen {
+            size,
+            // Which pages are touched cannot be seen from Windows: the
+            // writer's own memory says it.
+            allocated: 0,
+            head,
+            regular: true,
+            id: (0, 0),
+            granule: 4096,
+        })
+    }
+
+    /// Runs the probe; its stdout.
+    fn probe(&self, name: &str, head: usize) -> Result<String, String> {
+        let dir = self.area.dir.join(".wine-probe");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let _ = self.sandbox.give(&dir);
+        let (runtime, binds) = self.sandbox.wine_runtime(self.home);
+        let argv = vec![
+            self.home.helper.display().to_string(),
+            "probe".to_string(),
+            name.to_string(),
+            head.to_string(),
+        ];
+        let mut spec = Spec::command(
+            "the grader's probe",
+            argv,
+            &dir,
+            runner::clean_env(&dir),
+            PATIENCE,
+            Limits {
+                cpu_secs: PATIENCE.as_secs(),
+                file_bytes: 1 << 20,
+                open_files: 256,
+            },
+        );
+        spec.loader = crate::target::Target::loader(&crate::target::Windows, &runtime);
+        spec.binds = binds;
+        spec.wine_view = true;
+        let spec = self
+            .sandbox
+            .contain_served(spec, self.area, Purpose::Helper, None);
+        let finished = runner::run(spec).map_err(|e| e.to_string())?;
+        if !finished.ending.success() {
+            return Err(format!(
+                "the probe ended with {}: {}",
+                finished.ending.describe(),
+                finished.stderr.text().trim()
+            ));
+        }
+        Ok(finished.stdout.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_files_are_told_from_others() {
+        assert!(section_file(
+            "/sandbox/wine/tmp/wine-UTUblh/server-27-2/tmpmap-2edb4996 (deleted)"
+        ));
+        assert!(!section_file("/sandbox/wine/tmp/tmpmap-1"));
+        assert!(!section_file("/dev/shm/MySharedMemory"));
+    }
+
+    #[test]
+    fn posix_names_become_local_names() {
+        assert_eq!(windows_name("/MySharedMemory"), "Local\\MySharedMemory");
+        assert_eq!(windows_name("Global\\X"), "Global\\X");
+    }
+}

@@ -1,0 +1,153 @@
+//! Programs written against the Windows API: built with mingw-w64, run
+//! under Wine in the grading's prefix (`wine.rs`), beside the grader's own
+//! Windows-side probe and reference peers.
+
+use std::path::{Path, PathBuf};
+
+use super::{Evidence, Runtime, Target, wine};
+use crate::rubric::BuildConfig;
+use crate::runner::Ending;
+
+pub struct Windows;
+
+/// Where a run sees the grading's Wine directory (its prefix and the
+/// server's socket directory) when its sandbox binds it.
+pub const INSIDE: &str = "/sandbox/wine";
+
+impl Target for Windows {
+    fn id(&self) -> &'static str {
+        "windows"
+    }
+
+    fn program_file(&self, name: &str) -> String {
+        format!("{name}.exe")
+    }
+
+    fn compilers<'r>(&self, _build: &'r BuildConfig) -> (&'r str, &'r str) {
+        (wine::CC, wine::CXX)
+    }
+
+    fn compile_flags(&self, source: &[u8], cpp: bool) -> Vec<String> {
+        let mut flags = Vec::new();
+        if cpp {
+            // Wine has no libstdc++-6.dll: without this a C++ program
+            // fails to start (exit 53, c0000135).
+            flags.push("-static".to_string());
+        }
+        if wide(source) {
+            flags.extend(
+                [
+                    "-municode",
+                    "-DUNICODE",
+                    "-D_UNICODE",
+                    "-D__USE_MINGW_ANSI_STDIO=0",
+                ]
+                .map(String::from),
+            );
+        }
+        flags
+    }
+
+    fn links(&self, lib: &str) -> bool {
+        lib != "-lrt"
+    }
+
+    fn stub_headers(&self) -> &'static [&'static str] {
+        &["stdafx.h", "pch.h", "targetver.h"]
+    }
+
+    fn make_variables(&self) -> Vec<String> {
+        vec![format!("CC={}", wine::CC), format!("CXX={}", wine::CXX)]
+    }
+
+    fn cmake_variables(&self) -> Vec<String> {
+        vec![
+            "-DCMAKE_SYSTEM_NAME=Windows".to_string(),
+            format!("-DCMAKE_C_COMPILER={}", wine::CC),
+            format!("-DCMAKE_CXX_COMPILER={}", wine::CXX),
+            "-DCMAKE_EXE_LINKER_FLAGS=-static".to_string(),
+        ]
+    }
+
+    fn loader(&self, runtime: &Runtime) -> Vec<String> {
+        let mut argv = loader_env(runtime);
+        if let Ok(found) = wine::find() {
+            argv.push(found.loader.display().to_string());
+        }
+        argv
+    }
+
+    fn read_ending(&self, ending: Ending) -> Ending {
+        ending
+    }
+
+    fn infrastructure(&self) -> &'static [&'static str] {
+        &[
+            "wine64",
+            "wine64-preloader",
+            "wineserver",
+            "wineserver64",
+            "services.exe",
+            "winedevice.exe",
+            "plugplay.exe",
+            "svchost.exe",
+            "rpcss.exe",
+            "explorer.exe",
+            "winemenubuilder",
+            "conhost.exe",
+        ]
+    }
+
+    fn evidence(&self) -> Evidence {
+        Evidence::Strace
+    }
+
+    fn uses_wine(&self) -> bool {
+        true
+    }
+}
+
+/// `env` with Wine's variables: where the grading's prefix and server are
+/// (as the program sees them), and quiet. What follows it runs in them.
+pub fn loader_env(runtime: &Runtime) -> Vec<String> {
+    let mut argv = vec![
+        "/usr/bin/env".to_string(),
+        format!("WINEPREFIX={}", runtime.prefix.display()),
+        format!("TMPDIR={}", runtime.tmp.display()),
+    ];
+    argv.extend(wine::QUIET.iter().map(|(k, v)| format!("{k}={v}")));
+    argv
+}
+
+/// Whether a source's entry point is a wide one (`wmain`, `_tmain`,
+/// `_tWinMain`, `wWinMain`), which mingw links only with -municode.
+fn wide(source: &[u8]) -> bool {
+    ["wmain", "_tmain", "wWinMain", "_tWinMain"]
+        .iter()
+        .any(|entry| {
+            memchr::memmem::find_iter(source, entry.as_bytes()).any(|at| {
+                let before = at.checked_sub(1).map(|i| source[i]);
+                let after = source.get(at + entry.len()).copied();
+                let word =
+                    |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
+                !word(before) && !word(after)
+            })
+        })
+}
+
+/// Where the grading's Wine directory is kept in the run.
+pub fn run_dir(area_dir: &Path) -> PathBuf {
+    area_dir.join("wine")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_entry_points_are_found_as_words() {
+        assert!(wide(b"int _tmain(int argc, TCHAR **argv)"));
+        assert!(wide(b"int wmain(void)"));
+        assert!(!wide(b"int main(void) { my_wmain_helper(); }"));
+    }
+}
