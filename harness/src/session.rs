@@ -187,6 +187,16 @@ impl<'r> Session<'r> {
         // under strace inside its sandbox; elsewhere strace traces a
         // program's own sandbox from outside.
         let traced = trace && !reference && self.tracer.unavailable_reason().is_none();
+        let mut spec = spec;
+        if spec.wine_view {
+            // Wine talks to its server with a read and a write for every
+            // request, each one a stop for the watch: 140 ms a program. A
+            // Windows program is watched where its calls are traced (the
+            // runs whose evidence is judged) and where it is held.
+            // A writer is watched too, for its quick release, unless the
+            // pair does not hold it (`unwatched` set by the pair).
+            spec.unwatched = spec.unwatched || (!traced && !spec.held_stdin);
+        }
         if !traced {
             return (
                 self.sandbox.contain_served(spec, self.area, purpose, None),

@@ -316,13 +316,16 @@ fn run_once(
     } else {
         None
     };
-    let spec = session.writer_spec(
+    let mut spec = session.writer_spec(
         plan.writer,
         &writer_name,
         plan.size,
         &plan.message,
         WRITER_BACKSTOP,
     );
+    // A Windows writer the pair does not hold needs no watch to be
+    // released at once (the watch costs Wine programs dearly).
+    spec.unwatched = spec.wine_view && !plan.hold && !plan.trace;
     let (spec, writer_tpath) = session.prepare(spec, "writer", plan.trace);
     let mut writer = start(spec)?;
     let writer_stdin = writer.stdin_inode();

@@ -155,47 +155,78 @@ impl Sections<'_> {
         })
     }
 
-    /// Runs the probe; its stdout.
+    /// Asks the resident probe (started on first use, again if it has
+    /// gone or answered its share); its answer line.
     fn probe(&self, name: &str, head: usize) -> Result<String, String> {
+        if name.contains(['\n', '\r', '\t']) {
+            return Err(format!("{name:?} cannot be asked of the probe"));
+        }
+        let mut held = self.home.probe.lock().unwrap_or_else(|e| e.into_inner());
+        if held
+            .as_mut()
+            .is_none_or(|(running, answers)| *answers >= ANSWERS || running.has_exited())
+        {
+            *held = Some((self.start_probe()?, 0));
+        }
+        let Some((running, answers)) = held.as_mut() else {
+            return Err("no probe".into());
+        };
+        running
+            .write_stdin(format!("{head}\t{name}\n").as_bytes())
+            .map_err(|e| format!("the probe does not listen: {e}"))?;
+        let want = *answers + 1;
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let lines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count();
+        if !running
+            .stdout()
+            .wait_for(deadline, |bytes| lines(bytes) >= want)
+        {
+            *held = None;
+            return Err("the probe did not answer".into());
+        }
+        *answers = want;
+        let text = running.stdout().snapshot().text();
+        text.lines()
+            .nth(want - 1)
+            .map(str::to_string)
+            .ok_or_else(|| "the probe's answer is lost".into())
+    }
+
+    /// Starts the resident probe, as the learner's uid, in the grading's
+    /// Wine.
+    fn start_probe(&self) -> Result<runner::Running, String> {
         let dir = self.area.dir.join(".wine-probe");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let _ = self.sandbox.give(&dir);
         let (runtime, binds) = self.sandbox.wine_runtime(self.home);
-        let argv = vec![
-            self.home.helper.display().to_string(),
-            "probe".to_string(),
-            name.to_string(),
-            head.to_string(),
-        ];
+        let argv = vec![self.home.helper.display().to_string(), "serve".to_string()];
+        let lifetime = Duration::from_secs(3600);
         let mut spec = Spec::command(
             "the grader's probe",
             argv,
             &dir,
             runner::clean_env(&dir),
-            PATIENCE,
+            lifetime,
             Limits {
-                cpu_secs: PATIENCE.as_secs(),
+                cpu_secs: lifetime.as_secs(),
                 file_bytes: 1 << 20,
                 open_files: 256,
             },
         );
+        spec.held_stdin = true;
         spec.loader = crate::target::Target::loader(&crate::target::Windows, &runtime);
         spec.binds = binds;
         spec.wine_view = true;
         let spec = self
             .sandbox
             .contain_served(spec, self.area, Purpose::Helper, None);
-        let finished = runner::run(spec).map_err(|e| e.to_string())?;
-        if !finished.ending.success() {
-            return Err(format!(
-                "the probe ended with {}: {}",
-                finished.ending.describe(),
-                finished.stderr.text().trim()
-            ));
-        }
-        Ok(finished.stdout.text())
+        runner::start(spec).map_err(|e| e.to_string())
     }
 }
+
+/// How many answers one probe gives before the next is started (its
+/// output is kept whole, up to the runner's limit).
+const ANSWERS: usize = 150;
 
 #[cfg(test)]
 mod tests {

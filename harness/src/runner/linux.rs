@@ -312,15 +312,29 @@ const READ: &str = "none";
 pub fn waiting_for_stdin(pid: u32) -> bool {
     process_tree(pid)
         .into_iter()
-        .any(|p| reading_stdin(Path::new(&format!("/proc/{p}/syscall"))))
+        .any(|p| reading_stdin(p, Path::new(&format!("/proc/{p}/syscall"))))
 }
 
-/// Whether the task whose `syscall` file (`/proc/PID/syscall`, or a
-/// thread's) is at `path` sits in read(2) on fd 0.
-fn reading_stdin(path: &Path) -> bool {
+/// Whether the task of process `pid` whose `syscall` file
+/// (`/proc/PID/syscall`, or a thread's) is at `path` sits in read(2) on
+/// its standard input: fd 0, or a copy of it (Wine reads a handle's
+/// descriptor, a dup of fd 0).
+fn reading_stdin(pid: u32, path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|call| {
         let mut fields = call.split_whitespace();
-        fields.next() == Some(READ) && fields.next() == Some("0x0")
+        if fields.next() != Some(READ) {
+            return false;
+        }
+        let Some(fd) = fields
+            .next()
+            .and_then(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+        else {
+            return false;
+        };
+        fd == 0 || {
+            let link = |n: u64| std::fs::read_link(format!("/proc/{pid}/fd/{n}")).ok();
+            link(fd).is_some_and(|l| Some(l) == link(0))
+        }
     })
 }
 
@@ -337,7 +351,7 @@ pub fn blocked_on_pipe(pid: u32, ino: u64) -> bool {
     };
     let mut any = false;
     for task in tasks.flatten() {
-        if !reading_stdin(&task.path().join("syscall")) {
+        if !reading_stdin(pid, &task.path().join("syscall")) {
             return false;
         }
         any = true;

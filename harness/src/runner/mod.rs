@@ -766,6 +766,14 @@ impl Running {
         }
     }
 
+    /// Writes `bytes` to its stdin.
+    pub fn write_stdin(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(pipe) => pipe.write_all(bytes),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
     /// Closes its stdin: end of file for the process.
     pub fn close_stdin(&mut self) {
         self.stdin = None;
@@ -1063,7 +1071,11 @@ fn is_learner(pid: u32) -> bool {
         return false;
     };
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if MACHINERY.contains(&name) || crate::target::infrastructure().any(|n| n == name) {
+    if MACHINERY.contains(&name) {
+        return false;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if crate::target::is_machinery(name, comm.trim_end()) {
         return false;
     }
     let helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner());

@@ -65,7 +65,12 @@ pub trait Target: Sync {
     fn read_ending(&self, ending: Ending) -> Ending;
     /// Names of the files its own machinery runs (a loader, a server):
     /// such processes are never counted as a learner's leftovers.
-    fn infrastructure(&self) -> &'static [&'static str];
+    /// Whether a process running the file `exe` (its name) under the name
+    /// `comm` is this target's own machinery (a loader's service, a
+    /// server): such processes are never counted as a learner's.
+    fn is_machinery(&self, _exe: &str, _comm: &str) -> bool {
+        false
+    }
     /// Where the evidence of its programs' calls comes from.
     fn evidence(&self) -> Evidence;
     /// Whether its programs run under the grading's Wine.
@@ -126,11 +131,10 @@ pub fn detect(dir: &Path, choice: TargetChoice) -> Result<&'static dyn Target, U
     }
 }
 
-/// Names of every target's machinery, for telling leftovers apart.
-pub fn infrastructure() -> impl Iterator<Item = &'static str> {
-    all()
-        .iter()
-        .flat_map(|t| t.infrastructure().iter().copied())
+/// Whether a process (its file's name, its own name) is any target's
+/// machinery, for telling leftovers apart.
+pub fn is_machinery(exe: &str, comm: &str) -> bool {
+    all().iter().any(|t| t.is_machinery(exe, comm))
 }
 
 /// Whether any source in `dir` includes `header` ("stdafx.h").

@@ -24,10 +24,6 @@ impl Target for Native {
         ending
     }
 
-    fn infrastructure(&self) -> &'static [&'static str] {
-        &[]
-    }
-
     fn evidence(&self) -> Evidence {
         Evidence::Strace
     }

@@ -10,6 +10,20 @@ use crate::runner::Ending;
 
 pub struct Windows;
 
+/// The programs Wine starts for itself in a prefix, by their process names.
+const SERVICES: &[&str] = &[
+    "services.exe",
+    "winedevice.exe",
+    "plugplay.exe",
+    "svchost.exe",
+    "rpcss.exe",
+    "explorer.exe",
+    "winemenubuilder",
+    "conhost.exe",
+    "wineboot.exe",
+    "start.exe",
+];
+
 /// Where a run sees the grading's Wine directory (its prefix and the
 /// server's socket directory) when its sandbox binds it.
 pub const INSIDE: &str = "/sandbox/wine";
@@ -81,21 +95,14 @@ impl Target for Windows {
         ending
     }
 
-    fn infrastructure(&self) -> &'static [&'static str] {
-        &[
-            "wine64",
-            "wine64-preloader",
-            "wineserver",
-            "wineserver64",
-            "services.exe",
-            "winedevice.exe",
-            "plugplay.exe",
-            "svchost.exe",
-            "rpcss.exe",
-            "explorer.exe",
-            "winemenubuilder",
-            "conhost.exe",
-        ]
+    fn is_machinery(&self, exe: &str, comm: &str) -> bool {
+        match exe {
+            "wineserver" | "wineserver64" => true,
+            // Every Windows program runs Wine's loader: its own name tells
+            // Wine's services from the learner's programs.
+            "wine64" | "wine64-preloader" | "wine" | "wine-preloader" => SERVICES.contains(&comm),
+            _ => false,
+        }
     }
 
     fn evidence(&self) -> Evidence {

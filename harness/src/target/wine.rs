@@ -238,10 +238,13 @@ pub struct Home {
     /// Wine's server and services: their own run, killed (with its PID
     /// namespace, where it has one) when the grading ends.
     server: std::sync::Mutex<Option<crate::runner::Running>>,
+    /// The resident probe, once started, and how many answers it gave.
+    pub probe: std::sync::Mutex<Option<(crate::runner::Running, usize)>>,
 }
 
 impl Drop for Home {
     fn drop(&mut self) {
+        drop(self.probe.lock().unwrap_or_else(|e| e.into_inner()).take());
         drop(self.server.lock().unwrap_or_else(|e| e.into_inner()).take());
         if self.overlay {
             let _ = rustix::mount::unmount(&self.prefix, rustix::mount::UnmountFlags::DETACH);
@@ -290,6 +293,7 @@ impl Home {
             made: slot_prefix.made,
             overlay: false,
             server: std::sync::Mutex::new(None),
+            probe: std::sync::Mutex::new(None),
         };
         if overlay {
             // The upper layer beside, not inside, what programs are given.
