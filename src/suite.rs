@@ -92,7 +92,7 @@ fn machine() -> &'static Machine {
 }
 
 /// The build tools a test may name.
-const TOOLS: &[&str] = &["cc", "c++", "make", "cmake", "cargo"];
+const TOOLS: &[&str] = &["cc", "c++", "make", "cmake", "cargo", "wine"];
 
 /// Whether a missing need fails the test instead of ignoring it.
 fn strict() -> bool {

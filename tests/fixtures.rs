@@ -26,6 +26,10 @@ fn main() -> ExitCode {
                 needs.push(Need::Tool(tool));
             }
         }
+        // Windows hand-ins (their names say so) need mingw-w64 and Wine.
+        if name.starts_with("win-") {
+            needs.push(Need::Tool("wine"));
+        }
         let test = name.replace('-', "_");
         suite = suite.case(&test, &needs, move || assert_fixture(&name));
     }

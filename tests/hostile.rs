@@ -114,6 +114,11 @@ fn main() -> ExitCode {
             an_infinite_loop_is_stopped_by_its_cpu_limit,
         )
         .test(
+            "under_wine_limits_and_the_sweep_hold",
+            &[Need::Root, Need::Full, Need::Strace, Need::Tool("wine")],
+            under_wine_limits_and_the_sweep_hold,
+        )
+        .test(
             "a_program_that_sleeps_forever_is_stopped_at_its_deadline",
             HOSTILE,
             a_program_that_sleeps_forever_is_stopped_at_its_deadline,
@@ -329,6 +334,24 @@ fn an_infinite_loop_is_stopped_by_its_cpu_limit() {
     assert_eq!(
         run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
         "SIGXCPU"
+    );
+}
+
+/// A Windows hand-in that spins and spawns: the CPU limit stops the loop,
+/// the writer's child is found and killed, and no Wine process (server,
+/// services, programs) is left once the grading is over.
+#[file_serial(hostile)]
+fn under_wine_limits_and_the_sweep_hold() {
+    let r = grade_hostile("hostile-windows");
+    assert_eq!(
+        run_of(&r, "file.runs", "mapfile")["exit"]["signal"],
+        "SIGXCPU"
+    );
+    assert!(
+        run_of(&r, "shm.cleanup", "shm_writer")["left_behind"]
+            .as_u64()
+            .unwrap()
+            > 0
     );
 }
 

@@ -67,6 +67,7 @@ pub fn diagnose(opts: &Options) -> Diagnosis {
     findings.extend(build_tools(&sandbox, opts));
     findings.push(cgroups(&sandbox));
     findings.push(shm(&sandbox, opts));
+    findings.push(wine(opts));
     let ready = findings
         .iter()
         .all(|f| !f.needed || f.state != State::Missing);
@@ -199,6 +200,47 @@ fn grader_reach(sandbox: &Sandbox) -> Finding {
             format!("{exe} is out of learner code's reach"),
         ),
     }
+}
+
+/// Whether Windows hand-ins can be graded: mingw-w64 to build them, Wine
+/// to run them (its version), and whether this slot's prefix is made yet.
+fn wine(opts: &Options) -> Finding {
+    use crate::target::wine;
+    let purpose = "builds and runs Windows hand-ins";
+    let found = match wine::find() {
+        Ok(found) => found,
+        Err(missing) => {
+            return finding("wine", State::Missing, format!("{missing} · {purpose}"))
+                .fix(missing.fix());
+        }
+    };
+    let version = std::process::Command::new(&found.loader)
+        .arg("--version")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "a version it does not tell".into());
+    let prefix = if wine::prefix_made(opts.slot) {
+        format!("the prefix of slot {} is made", opts.slot)
+    } else {
+        format!(
+            "the prefix of slot {} is made by the first Windows grading (about 8 s, 693 MB)",
+            opts.slot
+        )
+    };
+    finding(
+        "wine",
+        State::Ok,
+        format!(
+            "{version} ({}), {} · {purpose}; {prefix}",
+            found.loader.display(),
+            wine::CC
+        ),
+    )
 }
 
 fn strace(rubric: &Rubric) -> Finding {

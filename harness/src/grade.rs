@@ -149,6 +149,7 @@ pub fn grade(
     }
     let build_info = BuildInfo {
         method: built.method.clone(),
+        target: built.target.id().to_string(),
         programs: built
             .programs
             .iter()

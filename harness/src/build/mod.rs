@@ -53,6 +53,9 @@ pub struct BuildResult {
     /// Set when the build could not run at all (a missing compiler, say):
     /// the grader's problem, never the learner's.
     pub grader_error: Option<BuildFault>,
+    /// Programs whose sources read the console (`_getch()`), which returns
+    /// at once when there is none: what a hint can name.
+    pub reads_console: std::collections::BTreeSet<String>,
 }
 
 /// Why a build could not run on this machine: never the learner's doing.
@@ -305,6 +308,7 @@ pub fn build(
         target: &crate::target::Native,
         unsupported: None,
         grader_error: None,
+        reads_console: Default::default(),
     };
     let target = match crate::target::detect(dir, rubric.build.target) {
         Ok(target) => target,
@@ -315,6 +319,13 @@ pub fn build(
         }
     };
     result.target = target;
+    for name in names {
+        if let Some((source, _)) = find_source(dir, name)
+            && reads_console(&std::fs::read(dir.join(source)).unwrap_or_default())
+        {
+            result.reads_console.insert(name.to_string());
+        }
+    }
     let search = search_dirs(rubric, dir);
     // Whatever was handed in under a program's name is not trusted: the
     // grader builds from the sources.
@@ -646,6 +657,14 @@ fn search_dirs(rubric: &Rubric, dir: &Path) -> Vec<PathBuf> {
 }
 
 /// PROGRAM.c, .cpp or .cc, at the top or in src/.
+/// Whether a source calls a console read (`_getch`, `getch`, `_getche`,
+/// `ReadConsole`): with no console it returns at once.
+fn reads_console(source: &[u8]) -> bool {
+    ["_getch(", "getch(", "_getche(", "getche(", "ReadConsole"]
+        .iter()
+        .any(|call| memchr::memmem::find(source, call.as_bytes()).is_some())
+}
+
 /// Where a Visual Studio project's precompiled headers (`stdafx.h`, `pch.h`)
 /// are included but not handed in: empty ones, in a directory of the copy
 /// the compiler is pointed at (`-I`). Returns the flag, if one was needed.

@@ -17,6 +17,19 @@ use crate::session::Who;
 
 const GONE_HINT: &str = "hold the region until the reader is done (wait for a line on stdin, then clean up); on Windows it vanishes with its last handle";
 
+/// Why a writer let go of its region at once, as far as its source tells:
+/// a console read (`_getch()`) returns at once with no console.
+fn gone_hint(j: &Judging) -> String {
+    if j.build
+        .reads_console
+        .contains(&j.rubric.programs.writer.binary)
+    {
+        "the writer waits for its release with a console read (_getch()), which returns at once when there is no console (the grader, a pipe, CI): read a line from stdin instead (getchar() or fgets), then clean up".to_string()
+    } else {
+        GONE_HINT.to_string()
+    }
+}
+
 fn plan(j: &Judging, writer: Who, reader: Option<Who>) -> PairPlan {
     PairPlan {
         writer,
@@ -269,13 +282,13 @@ fn readiness_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
                         "exit 0 without being released, leaving {} behind",
                         o.writer_name
                     ))
-                    .hint(GONE_HINT)
+                    .hint(gone_hint(j))
                     .runs(o.runs()),
                 );
             }
             let mut hint = ending_hint(w, Part::Writer);
             if hint.is_none() && w.ending == Ending::Exited(0) {
-                hint = Some(GONE_HINT.to_string());
+                hint = Some(gone_hint(j));
             }
             let mut observed = format!("the writer ended first: {}", ending_summary(w));
             if let Some(litter) = shm_litter(j, o, false) {
@@ -408,7 +421,7 @@ fn release_problem(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
             .observed(format!("it ended {when}: {}", ending_summary(w)))
             .maybe_hint(ending_hint(w, Part::Writer).or(Some(match (early, o.hold) {
                 (Early::DuringHold, Hold::FullForTimer) => "it armed a timer (alarm, setitimer, timer_settime) that ended it before its release: wait for the line on stdin with no timer pending, then clean up".to_string(),
-                _ => GONE_HINT.into(),
+                _ => gone_hint(j),
             })))
             .runs(o.runs()),
         );
@@ -486,7 +499,7 @@ fn left_on_its_own(j: &Judging, o: &PairOutcome) -> Option<Verdict> {
                 "it never read its stdin, and ended by itself: {}",
                 ending_summary(&o.writer)
             ))
-            .hint(GONE_HINT)
+            .hint(gone_hint(j))
             .runs(o.runs()),
     )
 }

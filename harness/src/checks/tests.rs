@@ -34,6 +34,7 @@ fn built(rubric: &Rubric) -> BuildResult {
             .collect::<BTreeMap<_, _>>(),
         target: &crate::target::Native,
         unsupported: None,
+        reads_console: Default::default(),
         grader_error: None,
     }
 }

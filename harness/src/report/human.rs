@@ -41,7 +41,7 @@ impl Format for Human {
             "{DIM}submission {} · sha256 {} · built with {}{DIM:#}",
             report.submission.path,
             &report.submission.sha256[..report.submission.sha256.len().min(12)],
-            report.build.method
+            report.build.described()
         )?;
         let iso = &report.isolation;
         let notes = if iso.notes.is_empty() {

@@ -83,7 +83,7 @@ impl Format for Markdown {
             report.grader.name,
             report.grader.version,
             iso.level,
-            report.build.method,
+            report.build.described(),
             &report.submission.sha256[..report.submission.sha256.len().min(12)]
         )?;
         writeln!(out, "| | points | check | |")?;

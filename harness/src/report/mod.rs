@@ -87,8 +87,27 @@ pub struct IsolationInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildInfo {
     pub method: String,
+    /// What the programs were built for and run as: `native`, or
+    /// `windows` (mingw-w64, run under Wine).
+    #[serde(default = "native")]
+    pub target: String,
     /// Program name -> where it was built, or why not.
     pub programs: BTreeMap<String, ProgramInfo>,
+}
+
+fn native() -> String {
+    "native".into()
+}
+
+impl BuildInfo {
+    /// "cc", or "cc for Windows (mingw-w64, run under Wine)".
+    pub fn described(&self) -> String {
+        if self.target == "windows" {
+            format!("{} for Windows (mingw-w64, run under Wine)", self.method)
+        } else {
+            self.method.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -171,6 +171,11 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let cgroup_fds = opts.cgroup_fds.clone();
+    if opts.sweep && !own_namespace() {
+        // What the program leaves is found below us, whatever it does to
+        // get away (a double fork, setsid).
+        let _ = crate::runner::become_subreaper();
+    }
     let not_started = |error: StartError| {
         eprintln!("sandbox-init: {error}");
         InitStatus::NotStarted(error)
@@ -517,12 +522,12 @@ fn kill_the_rest(spare: Option<u32>) -> u32 {
             // Everything we may signal in this namespace, which is
             // everything the learner started.
             // SAFETY: kill(-1) inside the sandbox's own PID namespace.
-            None => unsafe {
+            None if own_namespace() => unsafe {
                 libc::kill(-1, libc::SIGKILL);
             },
             // All but the tracer, one by one, again while a fork storm
             // makes more (its pids cgroup bounds it).
-            Some(_) => {
+            _ => {
                 for _ in 0..100 {
                     let left = others(spare);
                     if left.is_empty() {
@@ -538,29 +543,66 @@ fn kill_the_rest(spare: Option<u32>) -> u32 {
     alive
 }
 
-/// How many processes of this PID namespace are alive, other than its init,
-/// ourselves and `spare`.
+/// Whether this init is the first process of a PID namespace of its own
+/// (a Windows program's shares Wine's: there its processes are those
+/// below it, which it is the reaper of).
+fn own_namespace() -> bool {
+    std::process::id() == 1
+}
+
+/// How many processes of this PID namespace (or below this init, in a
+/// shared one) are alive, other than its init, ourselves and `spare`.
 fn alive_others(spare: Option<u32>) -> u32 {
     others(spare).len() as u32
 }
 
 /// The live processes of this PID namespace other than its init, ourselves
-/// and `spare`.
+/// and `spare`; in a namespace shared with others, those below us.
 fn others(spare: Option<u32>) -> Vec<u32> {
     let me = std::process::id();
+    let live = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+            let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+            !matches!(state, Some("Z") | Some("X") | None)
+        })
+    };
+    if !own_namespace() {
+        return descendants(me)
+            .into_iter()
+            .filter(|&p| Some(p) != spare)
+            .filter(live)
+            .collect();
+    }
     std::fs::read_dir("/proc")
         .map(|dir| {
             dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
                 .filter(|&p| p != 1 && p != me && Some(p) != spare)
-                .filter(|p| {
-                    std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
-                        let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
-                        !matches!(state, Some("Z") | Some("X") | None)
-                    })
-                })
+                .filter(live)
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every process below `pid`, children of any of their threads.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    if !found.contains(&child) {
+                        found.push(child);
+                        todo.push(child);
+                    }
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Waits for `pid` with wait4: its exit status and peak resident KiB.

@@ -85,6 +85,10 @@ pub const BUDGET: Budget = Budget {
     disk_bytes: 640 << 20,
 };
 
+/// The processes (threads included) Wine's server and services may have
+/// in their own run, and what the learner uid may have in all under Wine.
+const WINE_PROCESSES: u64 = 512;
+
 /// Where the sandbox puts things, inside it.
 const SANDBOX_ROOT: &str = "/sandbox";
 
@@ -565,8 +569,14 @@ impl Sandbox {
             Purpose::Build => BUDGET.build_memory_bytes,
             Purpose::Run | Purpose::Reference | Purpose::Helper => BUDGET.memory_bytes,
         };
+        // Wine's server and services are some 30 threads, each counted as a
+        // process: their run gets room for them.
+        let processes = match purpose {
+            Purpose::Helper => WINE_PROCESSES,
+            _ => BUDGET.processes,
+        };
         match &self.cgroups {
-            Some(cg) => match cg.create(memory, BUDGET.processes) {
+            Some(cg) => match cg.create(memory, processes) {
                 Ok(group) => {
                     confine.cgroups = group.procs;
                     spec.memory_cgroups = group.memory_dirs;
@@ -577,7 +587,14 @@ impl Sandbox {
             None => confine.address_space = Some(4 * memory),
         }
         if self.uid.is_some() {
-            confine.processes = Some(BUDGET.processes);
+            // RLIMIT_NPROC counts every process of the uid: a Windows
+            // program's include Wine's server and services, which the run's
+            // pids cgroup leaves out.
+            confine.processes = Some(if spec.wine_view {
+                WINE_PROCESSES
+            } else {
+                BUDGET.processes
+            });
         }
         let _ = self.give(&spec.dir);
         spec.storage = area.storage.clone();
@@ -703,7 +720,7 @@ impl Sandbox {
         // reference peer as the grader), then counts and kills what it
         // left behind in the sandbox.
         arg(&["--", &init]);
-        a.extend(self.init_args(purpose, !spec.wine_view, cgroups, spec.unwatched));
+        a.extend(self.init_args(purpose, true, cgroups, spec.unwatched));
         a.append(&mut spec.loader);
         a.push(program);
         a.append(&mut spec.args);

@@ -384,7 +384,7 @@ fn child(request: &Request, fds: Vec<OwnedFd>) -> i32 {
     let opts = InitOptions {
         uid: request.uid.as_deref(),
         status_fd: Some(3),
-        sweep: !request.wine_view,
+        sweep: true,
         watch: request.watch,
         cgroup_fds: (4..4 + cgroups as i32).collect(),
         env: Some(request.env.clone()),

@@ -125,6 +125,11 @@ pub fn prefix(
     Ok(Prefix { dir, helper, made })
 }
 
+/// Whether the prefix of job slot `slot` is made already.
+pub fn prefix_made(slot: u32) -> bool {
+    base().is_ok_and(|b| b.join(format!("slot-{slot}/prefix.done")).is_file())
+}
+
 /// Where the slots' prefixes are kept: beside the state directory as root
 /// (which stays root's alone: a prefix is made by the slot's uid, which
 /// must pass), inside it otherwise.
@@ -338,10 +343,19 @@ impl Home {
             });
         if !up {
             let finished = running.stop();
+            // Fontconfig's complaint about its cache is noise on every start.
+            let said: Vec<String> = finished
+                .stderr
+                .text()
+                .lines()
+                .filter(|l| !l.starts_with("Fontconfig error") && !l.contains(":fixme:"))
+                .take(10)
+                .map(str::to_string)
+                .collect();
             return Err(std::io::Error::other(format!(
                 "Wine's server did not start in the grading's prefix ({}): {}",
                 finished.ending.describe(),
-                finished.stderr.text().trim()
+                said.join("; ")
             )));
         }
         *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
@@ -358,7 +372,9 @@ pub fn server_script(wine: &Wine) -> Vec<String> {
     vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        format!("{server} -p && {loader} wineboot && echo 'wine is up' && exec {server} -w"),
+        format!(
+            "{server} -p || {{ echo \"wineserver -p: $?\" >&2; exit 1; }}; WINEDEBUG=err+all {loader} wineboot || {{ echo \"wineboot: $?\" >&2; exit 1; }}; echo 'wine is up' && exec {server} -w"
+        ),
     ]
 }
 
