@@ -4,7 +4,8 @@ set -euo pipefail
 
 apt-get update
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    ca-certificates curl git gcc g++ libc6-dev make cmake strace bubblewrap
+    ca-certificates curl git gcc g++ libc6-dev make cmake strace bubblewrap \
+    gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 wine64 libwine
 
 # Rust, where the unprivileged uid that runs learners' code can read it
 # (learners' Cargo submissions are built with it).

@@ -19,6 +19,13 @@ use std::process::{Command, Stdio};
 /// The grader's Windows-side program, in C.
 const HELPER_SOURCE: &str = include_str!("wine_helper.c");
 
+/// bcryptprimitives.dll, which Wine 8.0 lacks and Rust programs import.
+const PRNG_SOURCE: &str = include_str!("wine_prng.c");
+
+/// Marks a slot's prefix as made, by this kit's way of making one (a
+/// prefix of an older way is made again).
+const DONE: &str = "prefix.v2.done";
+
 /// The file name the helper is run as.
 pub const HELPER: &str = "labgrade-win.exe";
 
@@ -107,7 +114,7 @@ pub fn prefix(
     let lock = std::fs::File::create(slot_dir.join(".lock"))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
     let dir = slot_dir.join("prefix");
-    let done = slot_dir.join("prefix.done");
+    let done = slot_dir.join(DONE);
     let mut made = None;
     if !done.is_file() {
         making();
@@ -127,7 +134,7 @@ pub fn prefix(
 
 /// Whether the prefix of job slot `slot` is made already.
 pub fn prefix_made(slot: u32) -> bool {
-    base().is_ok_and(|b| b.join(format!("slot-{slot}/prefix.done")).is_file())
+    base().is_ok_and(|b| b.join(format!("slot-{slot}")).join(DONE).is_file())
 }
 
 /// Where the slots' prefixes are kept: beside the state directory as root
@@ -191,7 +198,52 @@ fn make_prefix(
         )));
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    let system32 = dir.join("drive_c/windows/system32");
+    build_exe(
+        PRNG_SOURCE,
+        &slot_dir.join(".prng.c"),
+        &system32.join("bcryptprimitives.dll"),
+        &["-shared"],
+        &["-lbcrypt"],
+    )?;
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::chown(system32.join("bcryptprimitives.dll"), Some(uid), Some(gid))?;
+    }
     Ok(())
+}
+
+/// Builds `source` (C, kept at `scratch` meanwhile) into `out` with
+/// mingw-w64.
+fn build_exe(
+    source: &str,
+    scratch: &Path,
+    out: &Path,
+    flags: &[&str],
+    libs: &[&str],
+) -> std::io::Result<()> {
+    std::fs::write(scratch, source)?;
+    let tmp = out.with_extension(format!("{}.tmp", std::process::id()));
+    let built = Command::new(CC)
+        .args(["-O2", "-Wall"])
+        .args(flags)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(scratch)
+        .args(libs)
+        .stdin(Stdio::null())
+        .output();
+    let _ = std::fs::remove_file(scratch);
+    let built = built?;
+    if !built.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(std::io::Error::other(format!(
+            "{CC} could not build the grader's {}: {}",
+            out.display(),
+            String::from_utf8_lossy(&built.stderr).trim()
+        )));
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, out)
 }
 
 /// The helper built from this grader's source (once: named after its
@@ -201,27 +253,10 @@ fn helper(slot_dir: &Path) -> std::io::Result<PathBuf> {
     let digest = Sha256::digest(HELPER_SOURCE.as_bytes());
     let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     let exe = slot_dir.join(format!("labgrade-win-{tag}.exe"));
-    if exe.is_file() {
-        return Ok(exe);
+    if !exe.is_file() {
+        let scratch = slot_dir.join(format!(".labgrade-win-{tag}.{}.c", std::process::id()));
+        build_exe(HELPER_SOURCE, &scratch, &exe, &[], &[])?;
     }
-    let source = slot_dir.join(format!("labgrade-win-{tag}.c"));
-    std::fs::write(&source, HELPER_SOURCE)?;
-    let tmp = slot_dir.join(format!(".labgrade-win-{tag}.{}.exe", std::process::id()));
-    let out = Command::new(CC)
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&tmp)
-        .arg(&source)
-        .stdin(Stdio::null())
-        .output()?;
-    let _ = std::fs::remove_file(&source);
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!(
-            "{CC} could not build the grader's Windows helper: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&tmp, &exe)?;
     Ok(exe)
 }
 
