@@ -641,6 +641,7 @@ fn not_started(spec: &Spec, err: &StartError) -> RunRecord {
         peak_rss_kib: None,
         left_behind: 0,
         limits_hit: Vec::new(),
+        crashed: None,
     }
 }
 

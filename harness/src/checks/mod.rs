@@ -348,7 +348,19 @@ pub fn escaped(bytes: &[u8]) -> String {
 
 /// A run's ending and what it said on stderr, in one line.
 pub fn ending_summary(run: &Finished) -> String {
-    let mut text = run.ending.describe();
+    let mut text = match &run.crash {
+        // Its platform's own line says it: the program's stderr is not
+        // quoted too.
+        Some(crash) => {
+            return format!(
+                "crashed: {} ({}); {}",
+                crash.what,
+                run.ending.describe(),
+                crash.report
+            );
+        }
+        None => run.ending.describe(),
+    };
     if !run.record.limits_hit.is_empty() {
         text.push_str(&format!(
             " (limit reached: {})",
@@ -395,6 +407,12 @@ pub fn ending_hint(run: &Finished, part: Part) -> Option<String> {
     let memory = run.limits.contains(&Limit::Memory);
     let output = run.limits.iter().any(|l| matches!(l, Limit::Output { .. }));
     let disk = run.limits.iter().any(|l| matches!(l, Limit::Disk { .. }));
+    if let Some(crash) = &run.crash {
+        return Some(format!(
+            "{what} crashed with {}, as Wine reported it ({}): check every call's result before using it (MapViewOfFile returns NULL when it fails) and touch no more of a view than it maps",
+            crash.what, crash.report
+        ));
+    }
     match run.ending {
         Ending::Signalled(SIGBUS) if part == Part::Reader => Some(format!(
             "SIGBUS: {what} touched its mapping past the end of the region; map and read only as many bytes as the region holds (its SIZE, or fstat)"

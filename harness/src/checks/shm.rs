@@ -752,6 +752,12 @@ pub fn no_writer(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Ver
                 ),
             );
         }
+        _ if run.crash.is_some() => {
+            return fail(
+                format!("with no writer, the reader {}", ending_summary(run)),
+                ending_hint(run, Part::Reader).unwrap_or_default(),
+            );
+        }
         Ending::Signalled(_) => {
             return fail(
                 format!("with no writer, the reader was {}", run.ending.describe()),

@@ -92,8 +92,10 @@ fn finished(ending: Ending, stdout: &str, stderr: &str) -> Finished {
             peak_rss_kib: Some(1024),
             left_behind: 0,
             limits_hit: Vec::new(),
+            crashed: None,
         },
         began: std::time::Instant::now(),
+        crash: None,
         ended: std::time::Instant::now(),
     }
 }

@@ -261,6 +261,9 @@ pub struct RunRecord {
     pub left_behind: u32,
     /// Limits it ran into: "output", "memory", "cpu", "file size".
     pub limits_hit: Vec<String>,
+    /// How it crashed, where its platform said so ("an access violation").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashed: Option<String>,
 }
 
 /// How a run ended, as reports keep it. Written in JSON as the flat
@@ -347,7 +350,10 @@ impl RunRecord {
             ExitRecord::TimedOut => "timed out".to_string(),
             ExitRecord::StoppedByGrader => "stopped by the grader".to_string(),
             ExitRecord::Signalled(sig) => format!("killed by {sig}"),
-            ExitRecord::Exited(code) => format!("exit {code}"),
+            ExitRecord::Exited(code) => match &self.crashed {
+                Some(what) => format!("crashed: {what} (exit {code})"),
+                None => format!("exit {code}"),
+            },
             ExitRecord::NotStarted => "did not start".to_string(),
         }
     }
@@ -391,6 +397,9 @@ pub struct Finished {
     /// events between programs, which their reports' times only round.
     pub began: Instant,
     pub ended: Instant,
+    /// It crashed, by its platform's own report (a Windows program's exit
+    /// code alone cannot say).
+    pub crash: Option<crate::target::Crash>,
 }
 
 /// A limit a run ran into.
@@ -965,10 +974,10 @@ impl Running {
             },
             (None, None) => Ending::TimedOut,
         };
-        let ending = self.spec.target.read_ending(ending);
         let ended = self.ended.unwrap_or_else(Instant::now);
         let stdout = self.stdout.snapshot();
         let stderr = self.stderr.snapshot();
+        let crash = self.spec.target.crash(ending, &stderr.text());
         let mut limits = limits_hit(&self.spec, raw, &stdout, &stderr);
         if let Some(max) = self.at_process_limit {
             limits.insert(0, Limit::Processes { max });
@@ -994,7 +1003,11 @@ impl Running {
                 (None, _) => ExitRecord::NotStarted,
             },
             stdout: StreamRecord::from(&stdout),
-            stderr: StreamRecord::from(&stderr),
+            stderr: {
+                let mut record = StreamRecord::from(&stderr);
+                record.excerpt = self.spec.target.tidy_stderr(&record.excerpt).into_owned();
+                record
+            },
             wall_ms: ended.duration_since(self.started).as_millis() as u64,
             peak_rss_kib: raw.and_then(|e| e.peak_rss_kib),
             // A run the grader ended had its processes ended with it: how
@@ -1006,6 +1019,7 @@ impl Running {
                 learner_left + escaped + in_sandbox
             },
             limits_hit: limits.iter().map(Limit::to_string).collect(),
+            crashed: crash.as_ref().map(|c| c.what.to_string()),
         };
         Finished {
             ending,
@@ -1017,6 +1031,7 @@ impl Running {
             record,
             began: self.started,
             ended,
+            crash,
         }
     }
 }

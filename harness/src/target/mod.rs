@@ -31,6 +31,12 @@ pub trait Target: Sync {
     fn program_file(&self, name: &str) -> String;
     /// The C and C++ compilers a plain build runs, given the rubric's.
     fn compilers<'r>(&self, build: &'r BuildConfig) -> (&'r str, &'r str);
+    /// A run's stderr as a report shows it: what the platform itself wrote
+    /// there that differs from run to run (Wine's thread numbers) made
+    /// the same each time.
+    fn tidy_stderr<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        std::borrow::Cow::Borrowed(text)
+    }
     /// Flags a plain build adds for one source (its bytes): what the
     /// platform's compilers need that the rubric's flags cannot know.
     fn compile_flags(&self, _source: &[u8], _cpp: bool) -> Vec<String> {
@@ -60,9 +66,13 @@ pub trait Target: Sync {
     fn loader(&self, _runtime: &Runtime) -> Vec<String> {
         Vec::new()
     }
-    /// What a program's ending means on this target, from how the process
-    /// ended here (a Windows exit code is an NTSTATUS cut to 8 bits).
-    fn read_ending(&self, ending: Ending) -> Ending;
+    /// Whether a program that ended so, having said `stderr`, crashed,
+    /// by its platform's own account: a Windows exit code is an NTSTATUS
+    /// cut to 8 bits (5 is an access violation, but so is `return 5;`),
+    /// and only Wine's report of the exception says it was one.
+    fn crash(&self, _ending: Ending, _stderr: &str) -> Option<Crash> {
+        None
+    }
     /// Names of the files its own machinery runs (a loader, a server):
     /// such processes are never counted as a learner's leftovers.
     /// Whether a process running the file `exe` (its name) under the name
@@ -83,6 +93,15 @@ impl std::fmt::Debug for dyn Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.id())
     }
+}
+
+/// A crash, as the platform reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    /// What happened, in words: "an access violation".
+    pub what: &'static str,
+    /// The platform's own line about it.
+    pub report: String,
 }
 
 /// Where a program sees its target's machinery in its sandbox: a Windows

@@ -3,7 +3,6 @@
 
 use super::{Evidence, Target};
 use crate::rubric::BuildConfig;
-use crate::runner::Ending;
 
 pub struct Native;
 
@@ -18,10 +17,6 @@ impl Target for Native {
 
     fn compilers<'r>(&self, build: &'r BuildConfig) -> (&'r str, &'r str) {
         (&build.cc, &build.cxx)
-    }
-
-    fn read_ending(&self, ending: Ending) -> Ending {
-        ending
     }
 
     fn evidence(&self) -> Evidence {

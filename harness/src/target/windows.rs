@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Evidence, Runtime, Target, wine};
+use super::{Crash, Evidence, Runtime, Target, wine};
 use crate::rubric::BuildConfig;
 use crate::runner::Ending;
 
@@ -22,6 +22,7 @@ const SERVICES: &[&str] = &[
     "conhost.exe",
     "wineboot.exe",
     "start.exe",
+    "winedbg.exe",
 ];
 
 /// Where a run sees the grading's Wine directory (its prefix and the
@@ -86,13 +87,40 @@ impl Target for Windows {
     fn loader(&self, runtime: &Runtime) -> Vec<String> {
         let mut argv = loader_env(runtime);
         if let Ok(found) = wine::find() {
+            argv.extend(wine::NO_RANDOMIZE.iter().map(|a| a.to_string()));
             argv.push(found.loader.display().to_string());
         }
         argv
     }
 
-    fn read_ending(&self, ending: Ending) -> Ending {
-        ending
+    fn crash(&self, ending: Ending, stderr: &str) -> Option<Crash> {
+        let Ending::Exited(_) = ending else {
+            return None;
+        };
+        // "wine: Unhandled page fault on write access to 0000000000000000
+        // at address ... (thread 0024), starting debugger..."
+        let report = stderr.lines().find(|l| l.starts_with("wine: Unhandled "))?;
+        let what = if report.contains("page fault") {
+            "an access violation"
+        } else if report.contains("stack overflow") {
+            "a stack overflow"
+        } else if report.contains("divide by zero") {
+            "a division by zero"
+        } else {
+            "an unhandled exception"
+        };
+        Some(Crash {
+            what,
+            report: self.tidy_stderr(report.trim()).into_owned(),
+        })
+    }
+
+    fn tidy_stderr<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        static THREAD: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let re = THREAD.get_or_init(|| {
+            regex::Regex::new(r"(?m)^(wine: .*)\(thread [0-9a-f]+\)").expect("a valid pattern")
+        });
+        re.replace_all(text, "${1}(thread N)")
     }
 
     fn is_machinery(&self, exe: &str, comm: &str) -> bool {
@@ -150,6 +178,19 @@ pub fn run_dir(area_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_wines_report_makes_an_exit_a_crash() {
+        let said = "wine: Unhandled page fault on write access to 0000000000000000 at address 00000001400015C2 (thread 0024), starting debugger...\n";
+        let crash = Windows.crash(Ending::Exited(5), said).unwrap();
+        assert_eq!(crash.what, "an access violation");
+        assert!(
+            crash.report.contains("(thread N), starting debugger"),
+            "{}",
+            crash.report
+        );
+        assert_eq!(Windows.crash(Ending::Exited(5), "return 5\n"), None);
+    }
 
     #[test]
     fn wide_entry_points_are_found_as_words() {

@@ -49,9 +49,19 @@ const SERVERS: &[&str] = &[
 /// installer prompts for Mono and Gecko (no window, no network).
 pub const QUIET: &[(&str, &str)] = &[
     ("WINEDEBUG", "-all"),
-    ("WINEDLLOVERRIDES", "mscoree,mshtml="),
+    // No Mono or Gecko installer; no debugger dumping a crashed
+    // program's registers on its stdout (Wine's own line on stderr says
+    // what happened).
+    ("WINEDLLOVERRIDES", "mscoree,mshtml=;winedbg.exe=d"),
     ("USER", USER),
 ];
+
+/// Every Wine process of a grading runs without address-space
+/// randomisation: with it, now and then a program's first thread could not
+/// map Windows' shared user data at its fixed address (c0000018, "failed to
+/// map the shared user data") and the program died before it ran, a
+/// failure of the platform charged to whichever program it hit.
+pub const NO_RANDOMIZE: &[&str] = &["/usr/bin/setarch", "x86_64", "-R"];
 
 /// What this machine lacks to grade Windows programs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -404,13 +414,15 @@ impl Home {
 pub fn server_script(wine: &Wine) -> Vec<String> {
     let server = wine.server.display();
     let loader = wine.loader.display();
-    vec![
+    let mut argv: Vec<String> = NO_RANDOMIZE.iter().map(|a| a.to_string()).collect();
+    argv.extend([
         "/bin/sh".to_string(),
         "-c".to_string(),
         format!(
             "{server} -p || {{ echo \"wineserver -p: $?\" >&2; exit 1; }}; WINEDEBUG=err+all {loader} wineboot || {{ echo \"wineboot: $?\" >&2; exit 1; }}; echo 'wine is up' && exec {server} -w"
         ),
-    ]
+    ]);
+    argv
 }
 
 /// What the probe said of a section, parsed: `None` when it said it is
