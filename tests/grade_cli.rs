@@ -57,9 +57,14 @@ fn main() -> ExitCode {
             a_rubric_inside_the_submission_is_ignored_unless_named,
         )
         .test(
-            "a_windows_api_submission_is_an_error_not_zero_points",
+            "a_windows_api_submission_is_graded_under_wine",
+            &[Need::Full, Need::Tool("wine")],
+            a_windows_api_submission_is_graded_under_wine,
+        )
+        .test(
+            "without_wine_a_windows_submission_is_not_graded_not_zero_points",
             &[],
-            a_windows_api_submission_is_an_error_not_zero_points,
+            without_wine_a_windows_submission_is_not_graded,
         )
         .test(
             "doctor_says_what_the_machine_offers_and_exits_0_when_all_is_there",
@@ -328,16 +333,57 @@ fn a_rubric_inside_the_submission_is_ignored_unless_named() {
     assert_eq!(r["checks"].as_array().unwrap().len(), 1);
 }
 
-fn a_windows_api_submission_is_an_error_not_zero_points() {
+/// A hand-in with only a Windows writer.
+fn windows_writer_only() -> tempfile::TempDir {
     let sub = tempfile::tempdir().unwrap();
     std::fs::write(
         sub.path().join("shm_writer.c"),
         "#include <windows.h>\n#include <stdio.h>\nint main(void) { HANDLE h = CreateFileMapping(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, 0, 1024, \"Local\\\\MySharedMemory\"); return h == NULL; }\n",
     )
     .unwrap();
-    let (code, r) = grade_json(sub.path(), &[]);
-    assert_eq!(code, 2);
-    assert!(r["error"].as_str().unwrap().contains("Windows API"));
+    sub
+}
+
+/// Written against the Windows API: built with mingw-w64 for Windows, and
+/// graded like any other (the missing programs are the learner's).
+fn a_windows_api_submission_is_graded_under_wine() {
+    let sub = windows_writer_only();
+    let (code, r) = grade_json(sub.path(), &["--only", "build"]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["build"]["target"], "windows");
+    assert_eq!(r["build"]["programs"]["shm_writer"]["built"], true);
+    assert_eq!(r["build"]["programs"]["mapfile"]["built"], false);
+    assert_eq!(r["complete"], true);
+}
+
+/// Where mingw-w64 and Wine are missing, a Windows hand-in is not graded:
+/// the grade is incomplete with the whole maximum kept, and says what to
+/// install (here the grader's PATH lacks the cross compiler).
+fn without_wine_a_windows_submission_is_not_graded() {
+    let sub = windows_writer_only();
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["bwrap", "strace"] {
+        if let Some(found) = ["/usr/bin", "/bin", "/usr/local/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.is_file())
+        {
+            std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(labgrade())
+        .args(["grade", "--format", "json"])
+        .arg(sub.path())
+        .env("PATH", bin.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("Windows API"), "{error}");
+    assert!(error.contains("mingw"), "{error}");
     assert_eq!(r["complete"], false);
     assert_eq!(
         (r["score"].as_f64(), r["max_score"].as_f64()),
@@ -349,7 +395,7 @@ fn a_windows_api_submission_is_an_error_not_zero_points() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|c| c["status"] == "error" && c["graded"] == false)
+            .all(|c| c["graded"] == false)
     );
 }
 

@@ -91,6 +91,8 @@ enum Cmd {
         cgroup_fd: Vec<i32>,
         #[arg(long)]
         watch_fd: Option<i32>,
+        #[arg(long)]
+        guard: bool,
         /// The program's limits, as JSON (`init::ProgramLimits`).
         #[arg(long)]
         limits: Option<String>,
@@ -116,6 +118,9 @@ enum Cmd {
         /// Watch the program's reads and writes.
         #[arg(long)]
         watch: bool,
+        /// Forbid the program ptrace and process_vm_readv/writev.
+        #[arg(long)]
+        guard: bool,
         /// Put the program (only) in the cgroup whose cgroup.procs is open
         /// on this descriptor.
         #[arg(long)]
@@ -379,6 +384,7 @@ fn run(cli: Cli) -> ExitCode {
             uid,
             cgroup_fd,
             watch_fd,
+            guard,
             limits,
             arg0,
             argv,
@@ -386,6 +392,7 @@ fn run(cli: Cli) -> ExitCode {
             uid.as_deref(),
             &cgroup_fd,
             watch_fd,
+            guard,
             limits.as_deref(),
             &arg0,
             &argv,
@@ -395,6 +402,7 @@ fn run(cli: Cli) -> ExitCode {
             status_fd,
             sweep,
             watch,
+            guard,
             cgroup_fd,
             argv,
         } => sandbox::init::run(
@@ -403,6 +411,7 @@ fn run(cli: Cli) -> ExitCode {
                 status_fd,
                 sweep,
                 watch,
+                guard,
                 cgroup_fds: cgroup_fd,
                 env: None,
                 in_process: false,

@@ -268,6 +268,69 @@ impl Filter {
     }
 }
 
+/// A filter that forbids a program to look into or steer other processes
+/// of its uid (ptrace, process_vm_readv, process_vm_writev: EPERM). A
+/// Windows program shares Wine's PID namespace and uid with the grader's
+/// own Windows programs (the probe, the reference peers), which it must
+/// not reach. Built before fork, like the watch's.
+pub struct Guard {
+    prog: Vec<SockFilter>,
+}
+
+impl Guard {
+    pub fn new() -> Guard {
+        let ins = |code, jt, jf, k| SockFilter { code, jt, jf, k };
+        let ret = |k| ins(BPF_RET_K, 0, 0, k);
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let denied = [
+            libc::SYS_ptrace,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+        ];
+        let mut prog = vec![
+            ins(BPF_LD_W_ABS, 0, 0, ARCH),
+            // Another ABI's calls: denied as a whole (ENOSYS).
+            ins(BPF_JEQ_K, 1, 0, AUDIT_ARCH),
+            ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+            ins(BPF_LD_W_ABS, 0, 0, NR),
+        ];
+        for nr in denied {
+            prog.push(ins(BPF_JEQ_K, 0, 1, nr as u32));
+            prog.push(ret(eperm));
+        }
+        prog.push(ret(libc::SECCOMP_RET_ALLOW));
+        Guard { prog }
+    }
+
+    /// In the child, between fork and exec: forbid new privileges and
+    /// install the filter. Whether it took.
+    ///
+    /// # Safety
+    /// Call only in a forked child before exec.
+    pub unsafe fn install(&self) -> bool {
+        let prog = SockFprog {
+            len: self.prog.len() as u16,
+            filter: self.prog.as_ptr(),
+        };
+        // SAFETY: plain system calls on valid arguments.
+        unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                && libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &prog as *const SockFprog,
+                ) == 0
+        }
+    }
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard::new()
+    }
+}
+
 /// The init's side: the listener the child sent, if it could install one.
 pub fn receive_listener(sock: &OwnedFd) -> Option<OwnedFd> {
     // SAFETY: a stack buffer for one descriptor, as CMSG_* describe.
@@ -570,6 +633,11 @@ mod tests {
 
     /// Runs the filter on one call, as the kernel would.
     fn run(filter: &Filter, arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+        run_prog(&filter.prog, arch, nr, args)
+    }
+
+    /// Runs a seccomp program on one call, as the kernel would.
+    fn run_prog(prog: &[SockFilter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as i32).to_ne_bytes());
         data[4..8].copy_from_slice(&arch.to_ne_bytes());
@@ -578,7 +646,7 @@ mod tests {
         }
         let (mut pc, mut acc) = (0usize, 0u32);
         loop {
-            let ins = filter.prog[pc];
+            let ins = prog[pc];
             match ins.code {
                 BPF_LD_W_ABS => {
                     let at = ins.k as usize;
@@ -596,6 +664,31 @@ mod tests {
                 BPF_RET_K => return ins.k,
                 other => panic!("unexpected instruction {other:#x}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_guard_denies_reaching_into_other_processes_and_nothing_else() {
+        let g = Guard::new();
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        for nr in [
+            libc::SYS_ptrace,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+        ] {
+            assert_eq!(run_prog(&g.prog, AUDIT_ARCH, nr, [0; 6]), eperm, "{nr}");
+        }
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_mmap,
+            libc::SYS_kill,
+            libc::SYS_clone,
+        ] {
+            assert_eq!(
+                run_prog(&g.prog, AUDIT_ARCH, nr, [0; 6]),
+                libc::SECCOMP_RET_ALLOW,
+                "{nr}"
+            );
         }
     }
 

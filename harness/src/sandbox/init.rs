@@ -98,6 +98,8 @@ pub struct InitOptions<'a> {
     pub sweep: bool,
     /// Watch its reads and writes.
     pub watch: bool,
+    /// Forbid it to look into other processes ([`watch::Guard`]).
+    pub guard: bool,
     /// cgroup.procs files to put the program (and only it) in.
     pub cgroup_fds: Vec<i32>,
     /// The program's whole environment; None: the init's own.
@@ -212,6 +214,7 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
         Err(e) => return not_started(failed(format!("cannot act as the learner: {e}"))),
     };
     let filter = opts.watch.then(watch::Filter::new);
+    let guard = opts.guard.then(watch::Guard::new);
     let (ours, theirs) = match opts.watch.then(socket_pair).transpose() {
         Ok(pair) => pair.unzip(),
         Err(e) => return not_started(failed(format!("cannot set up the watch: {e}"))),
@@ -242,6 +245,9 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
                 let json = serde_json::to_string(limits).unwrap_or_default();
                 cmd.arg("--limits").arg(json);
             }
+            if opts.guard {
+                cmd.arg("--guard");
+            }
             cmd.arg("--arg0")
                 .arg(program)
                 .arg("--")
@@ -267,6 +273,11 @@ pub fn supervise(opts: &InitOptions, argv: &[OsString]) -> InitStatus {
                 return Ok(());
             }
             enter(&cgroup_fds, ids)?;
+            if let Some(guard) = &guard
+                && !guard.install()
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             if let (Some(filter), Some(fd)) = (&filter, their_fd) {
                 filter.install_and_send(fd);
             }
@@ -360,6 +371,7 @@ pub fn exec_helper(
     uid: Option<&str>,
     cgroup_fds: &[i32],
     watch_fd: Option<i32>,
+    guard: bool,
     limits: Option<&str>,
     arg0: &OsString,
     argv: &[OsString],
@@ -394,6 +406,13 @@ pub fn exec_helper(
     }
     if let Err(e) = enter(cgroup_fds, ids) {
         return fail(format!("cannot enter the learner's cgroups and uid: {e}"));
+    }
+    // SAFETY: in the process about to exec.
+    if guard && !unsafe { watch::Guard::new().install() } {
+        return fail(format!(
+            "cannot forbid ptrace: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     if let Some(fd) = watch_fd {
         // SAFETY: in the process about to exec; fd is the init's socket.

@@ -621,8 +621,13 @@ impl Sandbox {
                 // The init stays the grader's and runs the program as its
                 // child, as the learner uid; a tracer around it stays
                 // privileged too.
-                let mut args =
-                    self.init_args(purpose, false, confine.cgroups.len(), spec.unwatched);
+                let mut args = self.init_args(
+                    purpose,
+                    false,
+                    confine.cgroups.len(),
+                    spec.unwatched,
+                    spec.wine_view,
+                );
                 args.append(&mut spec.loader);
                 args.push(spec.program.display().to_string());
                 args.append(&mut spec.args);
@@ -720,7 +725,7 @@ impl Sandbox {
         // reference peer as the grader), then counts and kills what it
         // left behind in the sandbox.
         arg(&["--", &init]);
-        a.extend(self.init_args(purpose, true, cgroups, spec.unwatched));
+        a.extend(self.init_args(purpose, true, cgroups, spec.unwatched, spec.wine_view));
         a.append(&mut spec.loader);
         a.push(program);
         a.append(&mut spec.args);
@@ -874,6 +879,7 @@ impl Sandbox {
             trace,
             binds,
             wine_view: spec.wine_view,
+            guard: spec.wine_view && purpose == Purpose::Run,
         };
         confine.own_pid_namespace = !spec.wine_view;
         confine.cgroups_via_init = true;
@@ -1000,6 +1006,7 @@ impl Sandbox {
         sweep: bool,
         cgroups: usize,
         unwatched: bool,
+        guard: bool,
     ) -> Vec<String> {
         let mut args = vec!["sandbox-init".to_string(), "--status-fd".into(), "3".into()];
         // The learner's cgroups, handed over as fds 4, 5... (runner::unix).
@@ -1011,6 +1018,9 @@ impl Sandbox {
         }
         if purpose == Purpose::Run && !unwatched {
             args.push("--watch".into());
+        }
+        if purpose == Purpose::Run && guard {
+            args.push("--guard".into());
         }
         if let Some((uid, gid)) = self.uid
             && purpose != Purpose::Reference

@@ -84,6 +84,9 @@ pub struct Request {
     /// where Wine's server sees them, under [`WINE_RUN`] (the server opens
     /// files for its programs, by their paths), not at /sandbox/work.
     pub wine_view: bool,
+    /// Forbid the program ptrace and process_vm_readv/writev (a Windows
+    /// program: the grader's own Windows programs share its uid).
+    pub guard: bool,
 }
 
 /// Where Wine's server sees the run, and each Windows program its own
@@ -386,6 +389,7 @@ fn child(request: &Request, fds: Vec<OwnedFd>) -> i32 {
         status_fd: Some(3),
         sweep: true,
         watch: request.watch,
+        guard: request.guard,
         cgroup_fds: (4..4 + cgroups as i32).collect(),
         env: Some(request.env.clone()),
         in_process: request.in_process,
