@@ -746,9 +746,12 @@ impl Running {
 
     /// Whether every process of the learner's in it sleeps, waiting for
     /// something (its release, a timer): a program holding what it made,
-    /// rather than one still at work or on its way out.
+    /// rather than one still at work or on its way out. Never said of a
+    /// Windows program: Wine's sleep on its server's every answer, on the
+    /// way out too (a writer that exits at once was seen asleep, holding
+    /// its section, in one grading of two).
     pub fn asleep(&self) -> bool {
-        self.every_learner_process(os::asleep)
+        !self.spec.wine_view && self.every_learner_process(os::asleep)
     }
 
     /// Whether it is still running, with at least one process of the
