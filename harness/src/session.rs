@@ -11,7 +11,6 @@ use crate::observe::trace::Tracer;
 use crate::rubric::{Rubric, fill};
 use crate::runner::{Limits, Spec};
 use crate::sandbox::{Area, Purpose, Sandbox};
-use crate::target::Target;
 
 /// The variable that carries the reference writer's message.
 pub const REF_MESSAGE_ENV: &str = "LABGRADE_REF_MESSAGE";
@@ -370,10 +369,7 @@ impl<'r> Session<'r> {
     /// Runs `spec`'s program under this grading's Wine, if it has one.
     fn under_wine(&self, spec: &mut Spec) {
         if let Some(home) = self.area.wine() {
-            let (runtime, binds) = self.sandbox.wine_runtime(home);
-            spec.loader = crate::target::Windows.loader(&runtime);
-            spec.binds = binds;
-            spec.wine_view = true;
+            self.sandbox.under_wine(spec, home);
         }
     }
 

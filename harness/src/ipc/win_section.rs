@@ -198,7 +198,6 @@ impl Sections<'_> {
         let dir = self.area.dir.join(".wine-probe");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let _ = self.sandbox.give(&dir);
-        let (runtime, binds) = self.sandbox.wine_runtime(self.home);
         let argv = vec![self.home.helper.display().to_string(), "serve".to_string()];
         let lifetime = Duration::from_secs(3600);
         let mut spec = Spec::command(
@@ -214,9 +213,7 @@ impl Sections<'_> {
             },
         );
         spec.held_stdin = true;
-        spec.loader = crate::target::Target::loader(&crate::target::Windows, &runtime);
-        spec.binds = binds;
-        spec.wine_view = true;
+        self.sandbox.under_wine(&mut spec, self.home);
         let spec = self
             .sandbox
             .contain_served(spec, self.area, Purpose::Helper, None);

@@ -906,12 +906,11 @@ impl Sandbox {
         let overlay = self.root && area.storage.is_some();
         let home = wine::Home::new(&area.dir, self.slot, self.uid, overlay, making)?;
         let home = area.wine.get_or_init(|| home);
-        let found = wine::find().map_err(std::io::Error::other)?;
         let (runtime, binds) = self.wine_runtime(home);
         let dir = area.dir.join(".wine-server");
         std::fs::create_dir_all(&dir)?;
         let mut argv = crate::target::windows::loader_env(&runtime);
-        argv.extend(wine::server_script(&found));
+        argv.extend(wine::server_script(&home.wine));
         let mut spec = Spec::command(
             "Wine's server",
             argv,
@@ -937,6 +936,17 @@ impl Sandbox {
         Ok(home)
     }
 
+    /// Makes `spec` a Windows program of this grading's Wine: run under
+    /// Wine's loader, with the prefix and the server's directory bound,
+    /// where Wine's server sees its files.
+    pub fn under_wine(&self, spec: &mut Spec, home: &crate::target::wine::Home) {
+        use crate::target::Target;
+        let (runtime, binds) = self.wine_runtime(home);
+        spec.loader = crate::target::Windows.loader(&runtime);
+        spec.binds = binds;
+        spec.wine_view = true;
+    }
+
     /// Where a Windows program sees the grading's Wine, and what its
     /// sandbox binds for it (nothing where there is no sandbox to bind in:
     /// it sees the host's paths).
@@ -948,6 +958,7 @@ impl Sandbox {
             let runtime = crate::target::Runtime {
                 prefix: home.prefix.clone(),
                 tmp: home.tmp.clone(),
+                loader: home.wine.loader.clone(),
             };
             return (runtime, Vec::new());
         }
@@ -955,6 +966,7 @@ impl Sandbox {
         let runtime = crate::target::Runtime {
             prefix: inside.join("prefix"),
             tmp: inside.join("tmp"),
+            loader: home.wine.loader.clone(),
         };
         let binds = vec![
             (home.prefix.clone(), runtime.prefix.clone()),

@@ -105,11 +105,12 @@ pub struct Crash {
 }
 
 /// Where a program sees its target's machinery in its sandbox: a Windows
-/// program's prefix and the directory of Wine's server.
+/// program's prefix and the directory of Wine's server, and Wine's loader.
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub prefix: std::path::PathBuf,
     pub tmp: std::path::PathBuf,
+    pub loader: std::path::PathBuf,
 }
 
 /// Sources written for a target this machine lacks the tools for.

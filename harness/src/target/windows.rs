@@ -86,10 +86,8 @@ impl Target for Windows {
 
     fn loader(&self, runtime: &Runtime) -> Vec<String> {
         let mut argv = loader_env(runtime);
-        if let Ok(found) = wine::find() {
-            argv.extend(wine::NO_RANDOMIZE.iter().map(|a| a.to_string()));
-            argv.push(found.loader.display().to_string());
-        }
+        argv.extend(wine::NO_RANDOMIZE.iter().map(|a| a.to_string()));
+        argv.push(runtime.loader.display().to_string());
         argv
     }
 

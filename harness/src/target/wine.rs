@@ -276,6 +276,8 @@ fn helper(slot_dir: &Path) -> std::io::Result<PathBuf> {
 /// once and kept for the grading with Wine's services, so that every
 /// program of the grading meets the others' names.
 pub struct Home {
+    /// Wine's programs on this machine.
+    pub wine: Wine,
     /// The prefix and the server's directory, on the host.
     pub prefix: PathBuf,
     pub tmp: PathBuf,
@@ -337,6 +339,7 @@ impl Home {
         std::fs::copy(&slot_prefix.helper, &helper)?;
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o555))?;
         let mut home = Home {
+            wine,
             prefix: slot_prefix.dir.clone(),
             tmp,
             helper,
