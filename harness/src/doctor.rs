@@ -232,15 +232,30 @@ fn wine(opts: &Options) -> Finding {
             opts.slot
         )
     };
-    finding(
-        "wine",
-        State::Ok,
-        format!(
-            "{version} ({}), {} · {purpose}; {prefix}",
-            found.loader.display(),
-            wine::CC
-        ),
-    )
+    let rust = crate::sandbox::rust_sysroot().map(|sysroot| {
+        sysroot
+            .join("lib/rustlib")
+            .join(wine::RUST_TRIPLE)
+            .join("lib")
+            .is_dir()
+    });
+    let detail = format!(
+        "{version} ({}), {} · {purpose}; {prefix}",
+        found.loader.display(),
+        wine::CC
+    );
+    match rust {
+        Some(false) => finding(
+            "wine",
+            State::Warning,
+            format!(
+                "{detail}; Rust Windows hand-ins cannot be built: the toolchain lacks {}",
+                wine::RUST_TRIPLE
+            ),
+        )
+        .fix(format!("rustup target add {}", wine::RUST_TRIPLE)),
+        _ => finding("wine", State::Ok, detail),
+    }
 }
 
 fn strace(rubric: &Rubric) -> Finding {
@@ -322,7 +337,7 @@ fn build_tools(sandbox: &Sandbox, opts: &Options) -> Vec<Finding> {
     for (i, command) in commands.iter().enumerate() {
         let purpose = tools::tool(command).map_or("the rubric's build command", |t| t.purpose);
         if command == "cargo"
-            && let Some(problem) = sandbox.toolchain_problem()
+            && let Some(problem) = sandbox.toolchain_problem(None)
         {
             findings.push(
                 finding(command, State::Missing, format!("{problem} · {purpose}"))

@@ -370,14 +370,14 @@ pub fn build(
                 failure_note = steps.failure(&f);
             }
         }
-        Method::Cargo => match sandbox.toolchain_problem() {
+        Method::Cargo => match sandbox.toolchain_problem(target.rust_target().map(|t| t.triple)) {
             Some(problem) => steps.fault = Some(BuildFault::Toolchain(problem)),
             None => {
                 // Dependencies are fetched now, by the grader, into the
                 // copy; the build itself runs offline.
                 let left = steps.budget.saturating_sub(steps.started.elapsed());
                 vendor_run = vendor(sandbox, dir, home, left);
-                if let Some(f) = steps.run("build", cargo_build(sandbox, dir)) {
+                if let Some(f) = steps.run("build", cargo_build(sandbox, dir, target)) {
                     failure_note = steps.failure(&f);
                     let inside = sandbox.build_path(dir, "");
                     cargo_bins = cargo_executables(&f.stdout.text())
@@ -723,9 +723,9 @@ fn cargo_executables(stdout: &str) -> BTreeMap<String, PathBuf> {
 
 /// `cargo build` offline, from what [`vendor`] fetched, with the diagnostics
 /// and the executables' paths as JSON on stdout.
-fn cargo_build(sandbox: &Sandbox, dir: &Path) -> Vec<String> {
+fn cargo_build(sandbox: &Sandbox, dir: &Path, target: &dyn Target) -> Vec<String> {
     let vendored = sandbox.build_path(dir, VENDOR_DIR);
-    vec![
+    let mut argv = vec![
         "cargo".to_string(),
         "build".into(),
         "--release".into(),
@@ -741,7 +741,9 @@ fn cargo_build(sandbox: &Sandbox, dir: &Path) -> Vec<String> {
             "source.labgrade-vendored.directory=\"{}\"",
             vendored.display()
         ),
-    ]
+    ];
+    argv.extend(target.rust_target().iter().flat_map(|t| t.cargo_args()));
+    argv
 }
 
 /// `cargo vendor` in the submission's copy, run by the grader (it runs no

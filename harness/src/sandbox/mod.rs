@@ -342,7 +342,8 @@ impl Sandbox {
             ));
         }
         if sandbox.level == Level::Uid
-            && let Some(problem @ ToolchainProblem::Unreadable { .. }) = sandbox.toolchain_problem()
+            && let Some(problem @ ToolchainProblem::Unreadable { .. }) =
+                sandbox.toolchain_problem(None)
         {
             notes.push(format!("{problem}: Cargo submissions cannot be built"));
         }
@@ -406,10 +407,20 @@ impl Sandbox {
     /// Why builds at this level cannot use the Rust toolchain, if they
     /// cannot: there is none, or (at the uid level, where nothing binds it
     /// into reach) the sandbox's uid cannot read it.
-    pub fn toolchain_problem(&self) -> Option<ToolchainProblem> {
+    /// `triple`: the target the build is for, when it is not this machine.
+    pub fn toolchain_problem(&self, triple: Option<&'static str>) -> Option<ToolchainProblem> {
         let Some(toolchain) = self.toolchain() else {
             return Some(ToolchainProblem::Missing);
         };
+        if let Some(triple) = triple
+            && !toolchain
+                .join("lib/rustlib")
+                .join(triple)
+                .join("lib")
+                .is_dir()
+        {
+            return Some(ToolchainProblem::NoTarget { triple });
+        }
         let (uid, _) = self.uid?;
         if self.level != Level::Uid {
             return None;
@@ -1059,7 +1070,7 @@ impl Sandbox {
     /// Where the toolchain appears to a build at this level (none when
     /// builds cannot use it).
     pub fn toolchain_bin(&self) -> Option<PathBuf> {
-        if self.toolchain_problem().is_some() {
+        if self.toolchain_problem(None).is_some() {
             return None;
         }
         match self.level {
@@ -1098,6 +1109,10 @@ pub enum ToolchainProblem {
         blocked: PathBuf,
         uid: u32,
     },
+    #[error(
+        "the Rust toolchain cannot build for {triple} (its standard library for that target is not installed)"
+    )]
+    NoTarget { triple: &'static str },
 }
 
 impl ToolchainProblem {
@@ -1107,6 +1122,9 @@ impl ToolchainProblem {
             ToolchainProblem::Missing => "install Rust with rustup (https://rustup.rs)",
             ToolchainProblem::Unreadable { .. } => {
                 "install the toolchain where every user can read it (rustup with RUSTUP_HOME and CARGO_HOME under /opt), or grade at the full level (install bubblewrap), where the sandbox binds it in"
+            }
+            ToolchainProblem::NoTarget { .. } => {
+                "add the target with `rustup target add x86_64-pc-windows-gnu` (scripts/setup does)"
             }
         }
     }
@@ -1175,7 +1193,7 @@ fn random_token() -> std::io::Result<String> {
 }
 
 /// The sysroot of the `rustc` on the grader's PATH.
-fn rust_sysroot() -> Option<PathBuf> {
+pub fn rust_sysroot() -> Option<PathBuf> {
     let out = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()

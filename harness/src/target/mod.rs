@@ -81,6 +81,11 @@ pub trait Target: Sync {
     fn is_machinery(&self, _exe: &str, _comm: &str) -> bool {
         false
     }
+    /// What Cargo builds for this target with, when it is not the
+    /// machine's own: the target triple and the linker for it.
+    fn rust_target(&self) -> Option<RustTarget> {
+        None
+    }
     /// Where the evidence of its programs' calls comes from.
     fn evidence(&self) -> Evidence;
     /// Whether its programs run under the grading's Wine.
@@ -92,6 +97,27 @@ pub trait Target: Sync {
 impl std::fmt::Debug for dyn Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.id())
+    }
+}
+
+/// A Rust target other than the machine's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RustTarget {
+    /// `x86_64-pc-windows-gnu`.
+    pub triple: &'static str,
+    /// The linker Cargo is told to use for it.
+    pub linker: &'static str,
+}
+
+impl RustTarget {
+    /// What `cargo build` is given to build for it.
+    pub fn cargo_args(&self) -> Vec<String> {
+        vec![
+            "--target".to_string(),
+            self.triple.to_string(),
+            "--config".to_string(),
+            format!("target.{}.linker=\"{}\"", self.triple, self.linker),
+        ]
     }
 }
 
@@ -167,21 +193,58 @@ pub fn included(dir: &Path, header: &str) -> bool {
     found
 }
 
-/// C or C++ sources written for Windows only: they include windows.h and
-/// never sys/mman.h. Returns the files. Sources are read as bytes: one
-/// saved in a Windows code page (a cp1252 "é" in a comment) is not UTF-8.
+/// What says a source is written for Windows, or for POSIX: C and C++
+/// include windows.h or sys/mman.h; Rust uses a crate of Windows bindings
+/// (windows-sys, windows, winapi) or a Unix one (libc, nix, rustix,
+/// std::os::unix). memmap2 runs on both and says neither.
+const WINDOWS_MARKS: &[(&str, &[&[u8]])] = &[
+    ("c", &[b"<windows.h>", b"\"windows.h\""]),
+    ("rs", &[b"windows_sys::", b"windows::win32", b"winapi::"]),
+];
+const POSIX_MARKS: &[(&str, &[&[u8]])] = &[
+    ("c", &[b"<sys/mman.h>"]),
+    ("rs", &[b"libc::", b"nix::", b"rustix::", b"std::os::unix"]),
+];
+
+/// The language family a source file's extension belongs to, for its marks.
+fn family(ext: &str) -> Option<&'static str> {
+    match ext {
+        "c" | "cc" | "cpp" | "cxx" | "h" | "hpp" => Some("c"),
+        "rs" => Some("rs"),
+        _ => None,
+    }
+}
+
+/// Sources written for Windows only: C or C++ that includes windows.h and
+/// never sys/mman.h, Rust that uses Windows bindings and no Unix ones.
+/// Returns the files. Sources are read as bytes: one saved in a Windows
+/// code page (a cp1252 "é" in a comment) is not UTF-8.
 fn windows_only(dir: &Path) -> Option<String> {
     let mut windows = Vec::new();
     let mut posix = false;
     visit_sources(dir, dir, &mut |rel, bytes| {
+        let Some(family) = Path::new(rel)
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(family)
+        else {
+            return;
+        };
         let lower = bytes.to_ascii_lowercase();
-        let has = |needle: &[u8]| memchr::memmem::find(&lower, needle).is_some();
-        if has(b"<windows.h>") || has(b"\"windows.h\"") {
+        let has = |marks: &[(&str, &[&[u8]])]| {
+            marks
+                .iter()
+                .filter(|(f, _)| *f == family)
+                .any(|(_, needles)| {
+                    needles
+                        .iter()
+                        .any(|n| memchr::memmem::find(&lower, n).is_some())
+                })
+        };
+        if has(WINDOWS_MARKS) {
             windows.push(rel.to_string());
         }
-        if has(b"<sys/mman.h>") {
-            posix = true;
-        }
+        posix |= has(POSIX_MARKS);
     });
     (!windows.is_empty() && !posix).then(|| windows.join(", "))
 }
@@ -206,7 +269,8 @@ fn visit_sources(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &[u8])) {
             && path
                 .extension()
                 .and_then(|e| e.to_str())
-                .is_some_and(|e| ["c", "cc", "cpp", "cxx", "h", "hpp"].contains(&e))
+                .and_then(family)
+                .is_some()
             && let Ok(bytes) = std::fs::read(&path)
         {
             let rel = path
@@ -243,5 +307,33 @@ mod tests {
             detect(dir.path(), TargetChoice::Auto).unwrap().id(),
             "native"
         );
+    }
+
+    #[test]
+    fn rust_with_windows_bindings_and_no_unix_ones_is_for_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("src/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(
+            bin.join("shm_writer.rs"),
+            "use windows_sys::Win32::System::Memory::CreateFileMappingA;\nfn main() {}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            bin.join("mapfile.rs"),
+            "use memmap2::MmapMut;\nfn main() {}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            windows_only(dir.path()).as_deref(),
+            Some("src/bin/shm_writer.rs"),
+            "memmap2 runs on both"
+        );
+        std::fs::write(
+            bin.join("shm_reader.rs"),
+            "#[cfg(unix)]\nfn open() { unsafe { libc::shm_open(todo!(), 0, 0) }; }\nfn main() {}\n",
+        )
+        .unwrap();
+        assert_eq!(windows_only(dir.path()), None, "portable: native");
     }
 }

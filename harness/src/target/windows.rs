@@ -63,6 +63,13 @@ impl Target for Windows {
         flags
     }
 
+    fn rust_target(&self) -> Option<super::RustTarget> {
+        Some(super::RustTarget {
+            triple: wine::RUST_TRIPLE,
+            linker: wine::CC,
+        })
+    }
+
     fn links(&self, lib: &str) -> bool {
         lib != "-lrt"
     }

@@ -35,6 +35,9 @@ pub const USER: &str = "labgrade";
 /// The mingw-w64 compilers Windows hand-ins are built with.
 pub const CC: &str = "x86_64-w64-mingw32-gcc";
 pub const CXX: &str = "x86_64-w64-mingw32-g++";
+/// The Rust target Windows hand-ins in Rust are built for (mingw's gcc
+/// links them).
+pub const RUST_TRIPLE: &str = "x86_64-pc-windows-gnu";
 
 /// Where Debian's wine64 keeps its loader and server (without the `wine`
 /// package there is no `wine` on PATH).
