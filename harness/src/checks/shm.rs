@@ -230,6 +230,13 @@ fn region_problem(j: &Judging, o: &PairOutcome, seen: Option<&Seen>, timed_out: 
                 .observed(format!("{} bytes, starting {}", s.size, escaped(&s.head)))
                 .hint(hint)
         }
+        Some(s) if wide_text(&s.head, message) => {
+            Verdict::fail(format!("region {name} holds the message as UTF-16"))
+                .observed(format!("{} bytes, starting {}", s.size, escaped(&s.head)))
+                .hint(
+                    "the message was written as wide characters (two bytes each, as wcscpy or _tcscpy with UNICODE write it): copy it as bytes, with strcpy or memcpy of a char string",
+                )
+        }
         Some(s) => Verdict::fail(format!("region {name} does not hold the message"))
             .observed(format!("{} bytes, starting {}", s.size, escaped(&s.head)))
             .hint(if timed_out {
@@ -239,6 +246,18 @@ fn region_problem(j: &Judging, o: &PairOutcome, seen: Option<&Seen>, timed_out: 
             }),
     };
     v.expected(expected).runs(o.runs())
+}
+
+/// Whether `head` starts with `message` in UTF-16LE (each character a byte
+/// and a NUL), as far as it goes and for at least four characters.
+fn wide_text(head: &[u8], message: &str) -> bool {
+    let pairs = head.len().min(2 * message.len()) / 2;
+    pairs >= 4
+        && head
+            .chunks_exact(2)
+            .zip(message.bytes())
+            .take(pairs)
+            .all(|(pair, b)| pair == [b, 0])
 }
 
 /// A region that got ready holding the message, but not of the size asked:
@@ -1130,4 +1149,25 @@ pub fn large(j: &Judging, check: &CheckConfig, got: &Outcomes) -> Result<Verdict
         );
     }
     Ok(Verdict::pass(observed).runs(runs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wide_text;
+
+    #[test]
+    fn utf16_text_is_told_apart_from_bytes() {
+        let wide: Vec<u8> = "Shared Memory Data!"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(wide_text(&wide[..20], "Shared Memory Data!"));
+        assert!(wide_text(&wide, "Shared Memory Data!"));
+        assert!(!wide_text(b"Shared Memory Data!\0", "Shared Memory Data!"));
+        assert!(
+            !wide_text(b"S\0h\0", "Shared Memory Data!"),
+            "too little to tell"
+        );
+        assert!(!wide_text(&wide[..20], "Grader message"));
+    }
 }
