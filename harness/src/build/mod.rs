@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+mod headers;
 mod provenance;
 
 use crate::hash::SKIPPED_DIRS;
@@ -236,6 +237,8 @@ struct Steps<'a> {
     started: std::time::Instant,
     runs: Vec<RunRecord>,
     fault: Option<BuildFault>,
+    /// The grader's directories every step sees, read-only.
+    shown_dirs: Vec<PathBuf>,
 }
 
 impl Steps<'_> {
@@ -252,8 +255,9 @@ impl Steps<'_> {
         let started: Vec<_> = steps
             .into_iter()
             .map(|(role, argv)| {
-                let plain =
+                let mut plain =
                     Spec::command(role, argv, self.dir, self.env.clone(), left, BUILD_LIMITS);
+                plain.shown_dirs = self.shown_dirs.clone();
                 let spec = self
                     .sandbox
                     .contain(plain.clone(), self.area, Purpose::Build);
@@ -352,6 +356,7 @@ pub fn build(
         started: std::time::Instant::now(),
         runs: Vec::new(),
         fault: None,
+        shown_dirs: Vec::new(),
     };
     result.method = method.name().into();
     let mut cargo_bins = BTreeMap::new();
@@ -421,7 +426,7 @@ pub fn build(
         Method::Cc => {
             // The programs are independent: compiled all at once.
             let mut compiles = Vec::new();
-            let stubs = stub_headers(dir, target);
+            let shims = headers::shims(dir, target);
             for name in names {
                 let Some((source, cpp)) = find_source(dir, name) else {
                     result.programs.insert(
@@ -434,11 +439,18 @@ pub fn build(
                 };
                 let (cc, cxx) = target.compilers(&rubric.build);
                 let compiler = if cpp { cxx } else { cc };
-                let mut argv = vec![compiler.to_string()];
-                argv.extend(rubric.build.cflags.iter().cloned());
                 let bytes = std::fs::read(dir.join(&source)).unwrap_or_default();
-                argv.extend(target.compile_flags(&bytes, cpp));
-                argv.extend(stubs.iter().cloned());
+                let mut flags = rubric.build.cflags.clone();
+                flags.extend(target.compile_flags(&bytes, cpp));
+                let mut argv = vec![compiler.to_string()];
+                argv.extend(flags.iter().cloned());
+                if let Some(pch) = precompiled(target, compiler, &flags, cpp) {
+                    argv.push(format!("-I{}", sandbox.shown_path(&pch).display()));
+                    if !steps.shown_dirs.contains(&pch) {
+                        steps.shown_dirs.push(pch);
+                    }
+                }
+                argv.extend(shims.iter().cloned());
                 argv.extend(["-o".to_string(), target.program_file(name), source]);
                 argv.extend(
                     rubric
@@ -666,34 +678,31 @@ fn reads_console(source: &[u8]) -> bool {
         .any(|call| memchr::memmem::find(source, call.as_bytes()).is_some())
 }
 
-/// Where a Visual Studio project's precompiled headers (`stdafx.h`, `pch.h`)
-/// are included but not handed in: empty ones, in a directory of the copy
-/// the compiler is pointed at (`-I`). Returns the flag, if one was needed.
-fn stub_headers(dir: &Path, target: &dyn Target) -> Option<String> {
-    let wanted: Vec<&str> = target
-        .stub_headers()
-        .iter()
-        .copied()
-        .filter(|h| !dir.join(h).exists() && !dir.join("src").join(h).exists())
-        .filter(|h| crate::target::included(dir, h))
-        .collect();
+/// The directory of the target's precompiled system headers for this
+/// compile, made the first time (and said so); None when the target has
+/// none, or they cannot be made here (the compile then reads the headers).
+fn precompiled(
+    target: &dyn Target,
+    compiler: &str,
+    flags: &[String],
+    cpp: bool,
+) -> Option<PathBuf> {
+    let wanted = target.precompiled_headers();
     if wanted.is_empty() {
         return None;
     }
-    let stubs = dir.join(STUBS_DIR);
-    std::fs::create_dir_all(&stubs).ok()?;
-    for h in wanted {
-        std::fs::write(
-            stubs.join(h),
-            b"/* an empty stand-in, made by the grader */\n",
-        )
-        .ok()?;
-    }
-    Some(format!("-I{STUBS_DIR}"))
+    let base = crate::target::wine::base().ok()?.join("pch");
+    let making = || {
+        eprintln!(
+            "labgrade: precompiling {} for {compiler} (once per machine and flags, about 3 s)",
+            wanted.join(", ")
+        );
+    };
+    let stand_ins = target.stub_headers();
+    headers::precompiled(&base, compiler, flags, cpp, wanted, stand_ins, &making)
+        .ok()
+        .flatten()
 }
-
-/// Where the stand-ins for missing precompiled headers go, in the copy.
-const STUBS_DIR: &str = ".labgrade-include";
 
 fn find_source(dir: &Path, name: &str) -> Option<(String, bool)> {
     for sub in ["", "src/"] {

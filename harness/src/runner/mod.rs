@@ -137,6 +137,10 @@ pub struct Spec {
     /// Host directories its sandbox binds read-write, and where (a Windows
     /// program's prefix and server directory).
     pub binds: Vec<(PathBuf, PathBuf)>,
+    /// Host directories of the grader's own its sandbox shows read-only
+    /// (precompiled system headers for a build), where
+    /// `Sandbox::shown_path` says.
+    pub shown_dirs: Vec<PathBuf>,
     /// A Windows program: its working directory and program are where
     /// Wine's server sees them (`sandbox::serve::WINE_RUN`), since the
     /// server opens files for it by their paths.
@@ -190,6 +194,7 @@ impl Spec {
             launcher: None,
             loader: Vec::new(),
             binds: Vec::new(),
+            shown_dirs: Vec::new(),
             unwatched: false,
             wine_view: false,
         }

@@ -717,6 +717,17 @@ impl Sandbox {
                 &dest.display().to_string(),
             ]);
         }
+        if !spec.shown_dirs.is_empty() {
+            arg(&["--perms", "0755", "--dir", &inside("shown")]);
+        }
+        for dir in &spec.shown_dirs {
+            let dest = self.shown_path(dir);
+            arg(&[
+                "--ro-bind",
+                &dir.display().to_string(),
+                &dest.display().to_string(),
+            ]);
+        }
 
         let mut bin = None;
         if purpose == Purpose::Build {
@@ -1085,6 +1096,16 @@ impl Sandbox {
     /// runs itself (`cargo vendor`).
     pub fn toolchain(&self) -> Option<&Path> {
         self.toolchain.get_or_init(rust_sysroot).as_deref()
+    }
+
+    /// Where a sandbox shows one of the grader's directories a [`Spec`]
+    /// names in `shown_dirs`: under the sandbox's root (by its name), or
+    /// where it is when there are no namespaces.
+    pub fn shown_path(&self, dir: &Path) -> PathBuf {
+        match (self.level, dir.file_name()) {
+            (Level::Full, Some(name)) => Path::new(SANDBOX_ROOT).join("shown").join(name),
+            _ => dir.to_path_buf(),
+        }
     }
 
     /// The same directory as the build sees it.

@@ -47,9 +47,19 @@ pub trait Target: Sync {
     fn links(&self, _lib: &str) -> bool {
         true
     }
-    /// Headers a plain build may stand in for with empty files when they
-    /// are included but not handed in.
-    fn stub_headers(&self) -> &'static [&'static str] {
+    /// Headers a plain build may stand in for when they are included but
+    /// not handed in, each with the text of its stand-in.
+    fn stub_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    /// Where its C compilers' system headers are, for names written in
+    /// another case than theirs (`<Windows.h>`, as Visual Studio writes it).
+    fn system_headers(&self) -> Option<&'static Path> {
+        None
+    }
+    /// System headers big enough to be worth precompiling once per machine
+    /// (`windows.h`: most of a Windows hand-in's compile time).
+    fn precompiled_headers(&self) -> &'static [&'static str] {
         &[]
     }
     /// Variables given to `make` on its command line (the compilers).
@@ -181,6 +191,28 @@ pub fn detect(dir: &Path, choice: TargetChoice) -> Result<&'static dyn Target, U
 /// machinery, for telling leftovers apart.
 pub fn is_machinery(exe: &str, comm: &str) -> bool {
     all().iter().any(|t| t.is_machinery(exe, comm))
+}
+
+/// The headers the C and C++ sources in `dir` include, by the names they
+/// are written with (`Windows.h`, `sys/mman.h`), each once, sorted.
+pub fn includes(dir: &Path) -> Vec<String> {
+    static INCLUDE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    let re = INCLUDE.get_or_init(|| {
+        regex::bytes::Regex::new(r#"(?m)^[ \t]*#[ \t]*include[ \t]*[<"]([^>"\r\n]+)[>"]"#)
+            .expect("a valid pattern")
+    });
+    let mut names = std::collections::BTreeSet::new();
+    visit_sources(dir, dir, &mut |rel, bytes| {
+        if rel.ends_with(".rs") {
+            return;
+        }
+        for c in re.captures_iter(bytes) {
+            if let Ok(name) = std::str::from_utf8(&c[1]) {
+                names.insert(name.trim().to_string());
+            }
+        }
+    });
+    names.into_iter().collect()
 }
 
 /// Whether any source in `dir` includes `header` ("stdafx.h").

@@ -74,8 +74,27 @@ impl Target for Windows {
         lib != "-lrt"
     }
 
-    fn stub_headers(&self) -> &'static [&'static str] {
-        &["stdafx.h", "pch.h", "targetver.h"]
+    fn stub_headers(&self) -> &'static [(&'static str, &'static str)] {
+        // A Visual Studio project's precompiled header includes what the
+        // project uses: here windows.h, precompiled as such when it is the
+        // first include.
+        const PRECOMPILED: &str = "/* a stand-in, made by the grader */\n#include <windows.h>\n";
+        &[
+            ("stdafx.h", PRECOMPILED),
+            ("pch.h", PRECOMPILED),
+            (
+                "targetver.h",
+                "/* an empty stand-in, made by the grader */\n",
+            ),
+        ]
+    }
+
+    fn system_headers(&self) -> Option<&'static Path> {
+        Some(Path::new(wine::HEADERS))
+    }
+
+    fn precompiled_headers(&self) -> &'static [&'static str] {
+        &["windows.h"]
     }
 
     fn make_variables(&self) -> Vec<String> {

@@ -35,6 +35,8 @@ pub const USER: &str = "labgrade";
 /// The mingw-w64 compilers Windows hand-ins are built with.
 pub const CC: &str = "x86_64-w64-mingw32-gcc";
 pub const CXX: &str = "x86_64-w64-mingw32-g++";
+/// Where mingw-w64's Windows headers are.
+pub const HEADERS: &str = "/usr/share/mingw-w64/include";
 /// The Rust target Windows hand-ins in Rust are built for (mingw's gcc
 /// links them).
 pub const RUST_TRIPLE: &str = "x86_64-pc-windows-gnu";
@@ -153,7 +155,7 @@ pub fn prefix_made(slot: u32) -> bool {
 /// Where the slots' prefixes are kept: beside the state directory as root
 /// (which stays root's alone: a prefix is made by the slot's uid, which
 /// must pass), inside it otherwise.
-fn base() -> std::io::Result<PathBuf> {
+pub fn base() -> std::io::Result<PathBuf> {
     let base = if rustix::process::geteuid().is_root() {
         PathBuf::from("/var/lib/labgrade-wine")
     } else {
