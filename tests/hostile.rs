@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mmap_lab_kit::suite::{Need, Suite};
-use mmap_lab_kit::{assert_expected_at, grade_json, rubric_with};
+use mmap_lab_kit::{assert_expected_at, grade_json, rubric_with, wait_until};
 use serial_test::file_serial;
 
 /// What every hostile grading needs.
@@ -117,6 +117,11 @@ fn main() -> ExitCode {
             "under_wine_limits_and_the_sweep_hold",
             &[Need::Root, Need::Full, Need::Strace, Need::Tool("wine")],
             under_wine_limits_and_the_sweep_hold,
+        )
+        .test(
+            "a_windows_grading_killed_midway_leaves_no_wine_process",
+            &[Need::Root, Need::Tool("wine")],
+            a_windows_grading_killed_midway_leaves_no_wine_process,
         )
         .test(
             "a_program_that_sleeps_forever_is_stopped_at_its_deadline",
@@ -353,6 +358,40 @@ fn under_wine_limits_and_the_sweep_hold() {
             .unwrap()
             > 0
     );
+}
+
+/// A Windows grading interrupted while Wine runs the learner's programs
+/// (SIGTERM, as a CI runner or a batch's Ctrl-C sends it), at both levels:
+/// no process of the learner uid, Wine's server and services included, is
+/// left once labgrade has exited. At the uid level the server daemonises
+/// with nothing to die with but what the grader tells it.
+#[file_serial(hostile)]
+fn a_windows_grading_killed_midway_leaves_no_wine_process() {
+    for level in ["uid", "full"] {
+        let mut child = std::process::Command::new(mmap_lab_kit::labgrade())
+            .args(["grade", "--slot", SLOT, "--isolation", level])
+            .arg(mmap_lab_kit::fixture("win-sample-port"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed while a learner's Windows program is running.
+        wait_until(120, "a learner's Windows program running", || {
+            learner_processes().iter().any(|p| p.contains("shm_"))
+        });
+        // SAFETY: signalling our own child, still unreaped.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let mut ended = None;
+        wait_until(60, "labgrade to end after SIGTERM", || {
+            ended = child.try_wait().unwrap();
+            ended.is_some()
+        });
+        assert!(
+            learner_processes().is_empty(),
+            "left running at {level}: {:#?}",
+            learner_processes()
+        );
+    }
 }
 
 #[file_serial(hostile)]

@@ -631,10 +631,15 @@ impl Sandbox {
             Level::Minimal | Level::Uid => {
                 // The init stays the grader's and runs the program as its
                 // child, as the learner uid; a tracer around it stays
-                // privileged too.
+                // privileged too. What a run leaves is the grader's to
+                // sweep, except a helper's: a Wine server daemonises, and
+                // must stay the helper's (its init reaps it) rather than
+                // become an orphan of the grader's, which the next run's
+                // sweep would kill (the next Windows program then starts
+                // a server of its own, under its own limits).
                 let mut args = self.init_args(
                     purpose,
-                    false,
+                    purpose == Purpose::Helper,
                     confine.cgroups.len(),
                     spec.unwatched,
                     spec.wine_view,

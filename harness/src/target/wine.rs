@@ -297,22 +297,61 @@ pub struct Home {
     server: std::sync::Mutex<Option<crate::runner::Running>>,
     /// The resident probe, once started, and how many answers it gave.
     pub probe: std::sync::Mutex<Option<(crate::runner::Running, usize)>>,
+    /// The uid and gid Wine runs as, when the grader is root.
+    ids: Option<(u32, u32)>,
 }
 
 impl Drop for Home {
     fn drop(&mut self) {
         drop(self.probe.lock().unwrap_or_else(|e| e.into_inner()).take());
-        drop(self.server.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if server.is_some() {
+            // The server daemonised: where it has no PID namespace to die
+            // with (the uid level) its run's end would leave it, and its
+            // services, behind. Told to go, it takes every client along.
+            self.kill_server();
+        }
+        drop(server);
         if self.overlay {
             let _ = rustix::mount::unmount(&self.prefix, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }
 
+/// How long `wineserver -k` may take to stop a grading's Wine.
+const KILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long Wine's server and services may take to be up in a prefix.
 const BOOT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Home {
+    /// `wineserver -k` for the grading's prefix, as Wine's uid: the server
+    /// kills every program connected to it and ends.
+    fn kill_server(&self) {
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(&self.wine.server);
+        c.arg("-k")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("WINEPREFIX", &self.prefix)
+            .env("TMPDIR", &self.tmp)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some((uid, gid)) = self.ids {
+            c.uid(uid).gid(gid);
+        }
+        let Ok(mut child) = c.spawn() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + KILL_PATIENCE;
+        let done = crate::observe::poll_until(deadline, || child.try_wait().ok().flatten());
+        if done.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sets up the grading's Wine in `run` (a directory of the area's
     /// run): the slot's prefix (made first if need be, `making` told),
     /// the overlay, the helper's copy.
@@ -352,6 +391,7 @@ impl Home {
             overlay: false,
             server: std::sync::Mutex::new(None),
             probe: std::sync::Mutex::new(None),
+            ids,
         };
         if overlay {
             // The upper layer beside, not inside, what programs are given.
