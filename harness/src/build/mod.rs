@@ -370,7 +370,8 @@ pub fn build(
         }
         Method::Make => {
             let mut make = vec!["make".to_string()];
-            make.extend(target.make_variables());
+            let shims = shims_seen(sandbox, dir, target);
+            make.extend(target.make_variables(shims.as_deref()));
             if let Some(f) = steps.run("build", make) {
                 failure_note = steps.failure(&f);
             }
@@ -412,7 +413,8 @@ pub fn build(
             ]
             .map(String::from)
             .to_vec();
-            configure.extend(target.cmake_variables());
+            let shims = shims_seen(sandbox, dir, target);
+            configure.extend(target.cmake_variables(shims.as_deref()));
             if let Some(f) = steps.run("build", configure) {
                 failure_note = steps.failure(&f);
                 let compile = ["cmake", "--build", "build"].map(String::from).to_vec();
@@ -676,6 +678,13 @@ fn reads_console(source: &[u8]) -> bool {
     ["_getch(", "getch(", "_getche(", "getche(", "ReadConsole"]
         .iter()
         .any(|call| memchr::memmem::find(source, call.as_bytes()).is_some())
+}
+
+/// The shims a make or CMake build needs ([`headers::shims`]), as an
+/// absolute directory as the build sees it (the build may change
+/// directory).
+fn shims_seen(sandbox: &Sandbox, dir: &Path, target: &dyn Target) -> Option<PathBuf> {
+    headers::shims(dir, target).map(|_| sandbox.build_path(dir, headers::SHIMS_DIR))
 }
 
 /// The directory of the target's precompiled system headers for this

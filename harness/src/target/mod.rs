@@ -62,12 +62,15 @@ pub trait Target: Sync {
     fn precompiled_headers(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Variables given to `make` on its command line (the compilers).
-    fn make_variables(&self) -> Vec<String> {
+    /// Variables given to `make` on its command line (the compilers);
+    /// `include`: a directory of the grader's shims the compilers must
+    /// search (absolute, as the build sees it).
+    fn make_variables(&self, _include: Option<&Path>) -> Vec<String> {
         Vec::new()
     }
-    /// Variables given to CMake when it configures (a toolchain).
-    fn cmake_variables(&self) -> Vec<String> {
+    /// Variables given to CMake when it configures (a toolchain), with
+    /// `include` as for [`Target::make_variables`].
+    fn cmake_variables(&self, _include: Option<&Path>) -> Vec<String> {
         Vec::new()
     }
     /// The command a built program runs under, its path after it (a

@@ -97,17 +97,32 @@ impl Target for Windows {
         &["windows.h"]
     }
 
-    fn make_variables(&self) -> Vec<String> {
-        vec![format!("CC={}", wine::CC), format!("CXX={}", wine::CXX)]
+    fn make_variables(&self, include: Option<&Path>) -> Vec<String> {
+        // In the compiler's own variable, which a Makefile's CFLAGS (set
+        // in it, or not used at all) cannot drop.
+        let flag = include
+            .map(|d| format!(" -I{}", d.display()))
+            .unwrap_or_default();
+        vec![
+            format!("CC={}{flag}", wine::CC),
+            format!("CXX={}{flag}", wine::CXX),
+        ]
     }
 
-    fn cmake_variables(&self) -> Vec<String> {
-        vec![
+    fn cmake_variables(&self, include: Option<&Path>) -> Vec<String> {
+        let mut vars = vec![
             "-DCMAKE_SYSTEM_NAME=Windows".to_string(),
             format!("-DCMAKE_C_COMPILER={}", wine::CC),
             format!("-DCMAKE_CXX_COMPILER={}", wine::CXX),
             "-DCMAKE_EXE_LINKER_FLAGS=-static".to_string(),
-        ]
+        ];
+        if let Some(dir) = include {
+            // The first value of the project's flags, which it appends to.
+            for lang in ["C", "CXX"] {
+                vars.push(format!("-DCMAKE_{lang}_FLAGS_INIT=-I{}", dir.display()));
+            }
+        }
+        vars
     }
 
     fn loader(&self, runtime: &Runtime) -> Vec<String> {
