@@ -353,7 +353,8 @@ pub fn ending_summary(run: &Finished) -> String {
         // quoted too.
         Some(crash) => {
             return format!(
-                "crashed: {} ({}); {}",
+                "{}: {} ({}); {}",
+                crash.verb(),
                 crash.what,
                 run.ending.describe(),
                 crash.report
@@ -402,11 +403,19 @@ impl Part {
 
 /// A hint grounded in how a program ended, if the ending explains itself.
 pub fn ending_hint(run: &Finished, part: Part) -> Option<String> {
+    use crate::target::CrashKind;
     let what = part.words();
     use crate::runner::Limit;
     let memory = run.limits.contains(&Limit::Memory);
     let output = run.limits.iter().any(|l| matches!(l, Limit::Output { .. }));
     let disk = run.limits.iter().any(|l| matches!(l, Limit::Disk { .. }));
+    if let Some(crash) = &run.crash
+        && let CrashKind::NotLoaded { dll } = &crash.kind
+    {
+        return Some(format!(
+            "{what} could not start: it needs {dll}, which Windows machines without mingw-w64 do not have either; link mingw's runtime in with -static (g++ -static), or do without the library"
+        ));
+    }
     if let Some(crash) = &run.crash {
         return Some(format!(
             "{what} crashed with {}, as Wine reported it ({}): check every call's result before using it (MapViewOfFile returns NULL when it fails) and touch no more of a view than it maps",

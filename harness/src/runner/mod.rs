@@ -266,7 +266,8 @@ pub struct RunRecord {
     pub left_behind: u32,
     /// Limits it ran into: "output", "memory", "cpu", "file size".
     pub limits_hit: Vec<String>,
-    /// How it crashed, where its platform said so ("an access violation").
+    /// How it crashed, where its platform said so ("crashed: an access
+    /// violation", "could not start: a missing DLL").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crashed: Option<String>,
 }
@@ -356,7 +357,7 @@ impl RunRecord {
             ExitRecord::StoppedByGrader => "stopped by the grader".to_string(),
             ExitRecord::Signalled(sig) => format!("killed by {sig}"),
             ExitRecord::Exited(code) => match &self.crashed {
-                Some(what) => format!("crashed: {what} (exit {code})"),
+                Some(what) => format!("{what} (exit {code})"),
                 None => format!("exit {code}"),
             },
             ExitRecord::NotStarted => "did not start".to_string(),
@@ -1027,7 +1028,7 @@ impl Running {
                 learner_left + escaped + in_sandbox
             },
             limits_hit: limits.iter().map(Limit::to_string).collect(),
-            crashed: crash.as_ref().map(|c| c.what.to_string()),
+            crashed: crash.as_ref().map(|c| format!("{}: {}", c.verb(), c.what)),
         };
         Finished {
             ending,

@@ -134,11 +134,32 @@ impl RustTarget {
     }
 }
 
+impl Crash {
+    /// What the program did, in a word: "crashed", "could not start".
+    pub fn verb(&self) -> &'static str {
+        match self.kind {
+            CrashKind::Exception => "crashed",
+            CrashKind::NotLoaded { .. } => "could not start",
+        }
+    }
+}
+
+/// How a program crashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrashKind {
+    /// It ran, and an exception nothing handled ended it.
+    Exception,
+    /// It never ran: a library it needs was not found (`dll`).
+    NotLoaded { dll: String },
+}
+
 /// A crash, as the platform reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Crash {
     /// What happened, in words: "an access violation".
     pub what: &'static str,
+    /// Whether the program ran at all.
+    pub kind: CrashKind,
     /// The platform's own line about it.
     pub report: String,
 }

@@ -103,9 +103,12 @@ impl Target for Windows {
         let flag = include
             .map(|d| format!(" -I{}", d.display()))
             .unwrap_or_default();
+        // C++ linked -static, as plain builds are: on the learner's own
+        // machine MinGW's libstdc++-6.dll is on PATH; here and on other
+        // Windows machines it is not.
         vec![
             format!("CC={}{flag}", wine::CC),
-            format!("CXX={}{flag}", wine::CXX),
+            format!("CXX={} -static{flag}", wine::CXX),
         ]
     }
 
@@ -136,6 +139,24 @@ impl Target for Windows {
         let Ending::Exited(_) = ending else {
             return None;
         };
+        // "0024:err:module:import_dll Library libstdc++-6.dll (which is
+        // needed by L"...") not found", then exit 53 (c0000135).
+        if let Some(line) = stderr
+            .lines()
+            .find(|l| l.contains("err:module:import_dll Library "))
+        {
+            let dll = line
+                .split("import_dll Library ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("a DLL")
+                .to_string();
+            return Some(Crash {
+                what: "a missing DLL",
+                kind: super::CrashKind::NotLoaded { dll },
+                report: self.tidy_stderr(line.trim()).into_owned(),
+            });
+        }
         // "wine: Unhandled page fault on write access to 0000000000000000
         // at address ... (thread 0024), starting debugger..."
         let report = stderr.lines().find(|l| l.starts_with("wine: Unhandled "))?;
@@ -150,6 +171,7 @@ impl Target for Windows {
         };
         Some(Crash {
             what,
+            kind: super::CrashKind::Exception,
             report: self.tidy_stderr(report.trim()).into_owned(),
         })
     }
@@ -159,7 +181,17 @@ impl Target for Windows {
         let re = THREAD.get_or_init(|| {
             regex::Regex::new(r"(?m)^(wine: .*)\(thread [0-9a-f]+\)").expect("a valid pattern")
         });
-        re.replace_all(text, "${1}(thread N)")
+        // Wine's own error lines start with the thread's number too.
+        static PREFIX: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let prefix = PREFIX.get_or_init(|| {
+            regex::Regex::new(r"(?m)^[0-9a-f]{4}:(err|fixme|warn):").expect("a valid pattern")
+        });
+        match re.replace_all(text, "${1}(thread N)") {
+            std::borrow::Cow::Borrowed(t) => prefix.replace_all(t, "${1}:"),
+            std::borrow::Cow::Owned(t) => {
+                std::borrow::Cow::Owned(prefix.replace_all(&t, "${1}:").into_owned())
+            }
+        }
     }
 
     fn is_machinery(&self, exe: &str, comm: &str) -> bool {
@@ -217,6 +249,24 @@ pub fn run_dir(area_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_dll_is_named_from_wine_s_loader_error() {
+        let stderr = "0024:err:module:import_dll Library libstdc++-6.dll (which is needed by L\"Z:\\sandbox\\run\\a.exe\") not found\n0024:err:module:LdrInitializeThunk Importing dlls for L\"Z:\\a.exe\" failed, status c0000135\n";
+        let crash = Windows.crash(Ending::Exited(53), stderr).unwrap();
+        assert_eq!(
+            crash.kind,
+            super::super::CrashKind::NotLoaded {
+                dll: "libstdc++-6.dll".into()
+            }
+        );
+        assert!(
+            crash.report.starts_with("err:module:import_dll"),
+            "{}",
+            crash.report
+        );
+        assert_eq!(Windows.crash(Ending::Exited(53), "said nothing\n"), None);
+    }
 
     #[test]
     fn only_wines_report_makes_an_exit_a_crash() {

@@ -50,10 +50,11 @@ const SERVERS: &[&str] = &[
     "/usr/lib/wine/wineserver64",
 ];
 
-/// Variables every Wine process of the grader's gets: no debug output, no
-/// installer prompts for Mono and Gecko (no window, no network).
+/// Variables every Wine process of the grader's gets: no debug output but
+/// the loader's errors (a DLL a program needs and nobody has), no installer
+/// prompts for Mono and Gecko (no window, no network).
 pub const QUIET: &[(&str, &str)] = &[
-    ("WINEDEBUG", "-all"),
+    ("WINEDEBUG", "-all,err+module"),
     // No Mono or Gecko installer; no debugger dumping a crashed
     // program's registers on its stdout (Wine's own line on stderr says
     // what happened).
