@@ -167,6 +167,25 @@ pub fn base() -> std::io::Result<PathBuf> {
     Ok(base)
 }
 
+/// A command of Wine's for the prefix `prefix` whose server lives under
+/// `tmp`: a clean environment, quiet, as Wine's uid (`ids`) when the grader
+/// is root, its stdin empty.
+fn command(program: &Path, prefix: &Path, tmp: &Path, ids: Option<(u32, u32)>) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", tmp)
+        .env("TMPDIR", tmp)
+        .env("WINEPREFIX", prefix)
+        .envs(QUIET.iter().copied())
+        .stdin(Stdio::null());
+    if let Some((uid, gid)) = ids {
+        // As root, std drops the supplementary groups too.
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
 /// `wineboot --init` as the slot's user, then its wineserver stopped.
 fn make_prefix(
     wine: &Wine,
@@ -185,21 +204,8 @@ fn make_prefix(
         }
     }
     let command = |program: &Path, args: &[&str]| {
-        let mut c = Command::new(program);
-        c.args(args)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &tmp)
-            .env("TMPDIR", &tmp)
-            .env("WINEPREFIX", dir)
-            .envs(QUIET.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some((uid, gid)) = ids {
-            // As root, std drops the supplementary groups too.
-            c.uid(uid).gid(gid);
-        }
+        let mut c = command(program, dir, &tmp, ids);
+        c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
         c
     };
     let boot = command(&wine.loader, &["wineboot", "--init"]).output()?;
@@ -329,19 +335,8 @@ impl Home {
     /// `wineserver -k` for the grading's prefix, as Wine's uid: the server
     /// kills every program connected to it and ends.
     fn kill_server(&self) {
-        use std::os::unix::process::CommandExt;
-        let mut c = std::process::Command::new(&self.wine.server);
-        c.arg("-k")
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("WINEPREFIX", &self.prefix)
-            .env("TMPDIR", &self.tmp)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if let Some((uid, gid)) = self.ids {
-            c.uid(uid).gid(gid);
-        }
+        let mut c = command(&self.wine.server, &self.prefix, &self.tmp, self.ids);
+        c.arg("-k").stdout(Stdio::null()).stderr(Stdio::null());
         let Ok(mut child) = c.spawn() else {
             return;
         };
