@@ -232,13 +232,8 @@ fn wine(opts: &Options) -> Finding {
             opts.slot
         )
     };
-    let rust = crate::sandbox::rust_sysroot().map(|sysroot| {
-        sysroot
-            .join("lib/rustlib")
-            .join(wine::RUST_TRIPLE)
-            .join("lib")
-            .is_dir()
-    });
+    let rust = crate::sandbox::rust_sysroot()
+        .map(|sysroot| crate::sandbox::builds_for(&sysroot, wine::RUST_TRIPLE));
     let detail = format!(
         "{version} ({}), {} · {purpose}; {prefix}",
         found.loader.display(),

@@ -413,11 +413,7 @@ impl Sandbox {
             return Some(ToolchainProblem::Missing);
         };
         if let Some(triple) = triple
-            && !toolchain
-                .join("lib/rustlib")
-                .join(triple)
-                .join("lib")
-                .is_dir()
+            && !builds_for(toolchain, triple)
         {
             return Some(ToolchainProblem::NoTarget { triple });
         }
@@ -1216,6 +1212,15 @@ fn random_token() -> std::io::Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether the toolchain at `sysroot` has the standard library of `triple`.
+pub fn builds_for(sysroot: &Path, triple: &str) -> bool {
+    sysroot
+        .join("lib/rustlib")
+        .join(triple)
+        .join("lib")
+        .is_dir()
 }
 
 /// The sysroot of the `rustc` on the grader's PATH.
